@@ -1,0 +1,3 @@
+from fish_speech.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""The `fish-speech` command: one sub-command per step of the upstream fine-tuning recipe.
+
+Each sub-command lives in `fish_speech/commands/<name>.py` and exposes `HELP`, `add_arguments(parser)`
+and `run(args) -> int`. Command modules import nothing heavy at module level (no torch), so that
+`fish-speech validate` and the other data commands start fast; heavy imports happen inside `run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from fish_speech import __version__
+from fish_speech.errors import UserError
+
+# sub-command name -> module under fish_speech.commands (order = order in --help)
+COMMANDS: dict[str, str] = {
+    "fetch-weights": "fetch_weights",
+    "fetch-data": "fetch_data",
+    "validate": "validate",
+    "normalize": "normalize",
+    "extract-vq": "extract_vq",
+    "build-dataset": "build_dataset",
+    "train": "train",
+    "merge-lora": "merge_lora",
+    "decode-vq": "decode_vq",
+    "publish": "publish",
+}
+
+
+def _available_commands() -> dict[str, object]:
+    modules = {}
+    for name, module in COMMANDS.items():
+        try:
+            modules[name] = importlib.import_module(f"fish_speech.commands.{module}")
+        except ModuleNotFoundError as e:
+            if e.name != f"fish_speech.commands.{module}":
+                raise
+    return modules
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fish-speech",
+        description="Fine-tune the text-to-semantic model of Fish Speech / OpenAudio S1-mini with LoRA.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module in _available_commands().items():
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args._run(args) or 0)
+    except UserError as e:
+        print(f"fish-speech {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fish-speech {args.command}: interrupted", file=sys.stderr)
+        return 130
