@@ -1,0 +1,60 @@
+"""`fish-speech build-dataset`: pack codes + transcripts into the `*.protos` training stream."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "pack each clip's codes (.npy) and transcript into length-prefixed TextData shards (*.protos)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--input",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="data folder (scanned recursively for *.npy) or filelist (path|speaker|language|text); repeatable",
+    )
+    parser.add_argument(
+        "--output",
+        default="data/quantized-dataset-ft",
+        metavar="DIR",
+        help="output folder for NNNNNNNN.protos",
+    )
+    parser.add_argument("--num-workers", type=int, default=16, help="worker processes (default 16)")
+    parser.add_argument(
+        "--text-extension",
+        action="append",
+        metavar="EXT",
+        help="transcript suffix; repeat for several texts per clip (default .lab)",
+    )
+    parser.add_argument(
+        "--shard-size",
+        type=float,
+        default=10,
+        metavar="MB",
+        help="close a shard once it exceeds this size (default 10)",
+    )
+    parser.add_argument(
+        "--num-codebooks",
+        type=int,
+        default=None,
+        help="expected code rows per clip (default: those of the first readable .npy); others are skipped",
+    )
+    parser.add_argument("--report", metavar="PATH.json", help="also write the summary as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from fish_speech.dataset.build_dataset import build_dataset
+
+    summary = build_dataset(
+        inputs=args.input,
+        output=args.output,
+        text_extensions=args.text_extension or [".lab"],
+        num_workers=args.num_workers,
+        shard_size_mb=args.shard_size,
+        num_codebooks=args.num_codebooks,
+        report=args.report,
+    )
+    print(summary.format())
+    return 0
