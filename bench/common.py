@@ -1,0 +1,137 @@
+"""Shared helpers for the benchmarks under bench/: result rows, machine facts, Markdown + JSON output.
+
+A benchmark is a module `bench/<name>.py` with `main(quick: bool = False) -> list[Row]`; it measures
+our figure and a baseline's figure in the same run. `bench/run_all.py` (`make bench`) runs them all.
+Running one file alone (`python bench/<name>.py`) should end with `report("<name>", rows)`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+
+if str(REPO) not in sys.path:  # `python bench/x.py` from anywhere imports the project
+    sys.path.insert(0, str(REPO))
+
+
+@dataclass
+class Row:
+    """One measured figure: ours and the baseline's, same unit, same run. ratio = ours / baseline."""
+
+    name: str
+    ours: float
+    baseline: float | None
+    unit: str
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.baseline is None or self.baseline == 0 or math.isnan(self.baseline):
+            return None
+        return self.ours / self.baseline
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "ratio": self.ratio}
+
+
+def machine_info() -> dict:
+    """Cores, CPU model, Python and torch versions and the device a benchmark ran on."""
+    info = {
+        "cores": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": None,
+        "device": "cpu",
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["device"] = f"cuda ({torch.cuda.get_device_name(0)})"
+    except ImportError:
+        pass
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def best_time(fn: Callable[[], object], repeat: int = 3) -> float:
+    """Best wall time of `repeat` calls, in seconds."""
+    best = math.inf
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "–"
+    if value == 0 or 1e-3 <= abs(value) < 1e6:
+        return f"{value:.4g}"
+    return f"{value:.3e}"
+
+
+def to_markdown(rows: Sequence[Row], machine: dict) -> str:
+    """A Markdown table of `rows` followed by one line describing the machine."""
+    lines = [
+        "| benchmark | ours | baseline | unit | ratio (ours/baseline) | note |",
+        "|---|---:|---:|---|---:|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.name} | {_fmt(r.ours)} | {_fmt(r.baseline)} | {r.unit} | {_fmt(r.ratio)} | {r.note} |"
+        )
+    lines.append("")
+    lines.append(
+        f"Machine: {machine['cores']} cores ({machine['cpu']}), Python {machine['python']}, "
+        f"torch {machine['torch']}, device {machine['device']}"
+    )
+    return "\n".join(lines)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write `text` atomically (temporary name in the same folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # ignored by git
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: object) -> None:
+    """Write JSON atomically."""
+    write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def report(name: str, rows: Sequence[Row], results_dir: Path = RESULTS_DIR) -> Path:
+    """Print the Markdown table of `rows` and write `results_dir/<name>.json`; return the JSON path."""
+    machine = machine_info()
+    print(to_markdown(rows, machine))
+    path = results_dir / f"{name}.json"
+    write_json(
+        path, {"name": name, "machine": machine, "time": time.time(), "rows": [r.to_json() for r in rows]}
+    )
+    return path
