@@ -161,6 +161,19 @@ def resampled_length(n: int, orig_sr: int, new_sr: int) -> int:
     return int(math.ceil(float(np.float32(m * int(n) / o))))
 
 
+def check_resample_rates(orig_sr: int, new_sr: int) -> None:
+    """Raise `ResampleError` when resampling `orig_sr` -> `new_sr` would need an absurd kernel."""
+    if orig_sr == new_sr:
+        return
+    o, n = _reduced_rates(orig_sr, new_sr)
+    width = math.ceil(LOWPASS_FILTER_WIDTH * o / (min(o, n) * ROLLOFF))
+    if n * (2 * width + o) > MAX_KERNEL_ELEMENTS:
+        raise ResampleError(
+            f"resampling {orig_sr} Hz to {new_sr} Hz needs a {n} x {2 * width + o} filter kernel; "
+            "convert the audio to a common sample rate (e.g. 44100 or 48000 Hz) first"
+        )
+
+
 @functools.lru_cache(maxsize=32)
 def _sinc_kernel(o: int, n: int, device: str, dtype: Any) -> tuple[torch.Tensor, int]:
     """Polyphase windowed-sinc kernel (n phases, 1, 2w + o taps) and the half-width w.
@@ -172,11 +185,6 @@ def _sinc_kernel(o: int, n: int, device: str, dtype: Any) -> tuple[torch.Tensor,
 
     base = min(o, n) * ROLLOFF
     width = math.ceil(LOWPASS_FILTER_WIDTH * o / base)
-    if n * (2 * width + o) > MAX_KERNEL_ELEMENTS:
-        raise ResampleError(
-            f"resampling by {n}/{o} needs a {n} x {2 * width + o} kernel; "
-            "convert the audio to a common sample rate (e.g. 44100 or 48000 Hz) first"
-        )
     idx = torch.arange(-width, width + o, dtype=dtype, device=device)[None, None] / o
     t = torch.arange(0, -n, -1, dtype=dtype, device=device)[:, None, None] / n + idx
     t *= base
@@ -212,6 +220,7 @@ def resample(
         wav = wav * keep.to(wav.dtype)
     if orig_sr == new_sr:
         return wav
+    check_resample_rates(orig_sr, new_sr)
     o, n = _reduced_rates(orig_sr, new_sr)
     kernel, width = _sinc_kernel(o, n, str(wav.device), wav.dtype)
 

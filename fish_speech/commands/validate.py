@@ -1,0 +1,43 @@
+"""`fish-speech validate`: report every clip of a data folder as ok or skipped, with the reason."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "check every clip (transcript, decoding, length, level) and report ok / skipped with the reason"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "data_dir", metavar="DATA_DIR", help="folder of SPEAKER/clip.{wav,flac,mp3,...} + clip.lab"
+    )
+    parser.add_argument("--report", metavar="R.md", help="write the report as Markdown")
+    parser.add_argument("--json", metavar="R.json", help="write the report as JSON")
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=190.0,
+        metavar="S",
+        help="skip clips longer than S seconds (default 190: the longest input the codec encoder accepts)",
+    )
+    parser.add_argument(
+        "--num-workers", type=int, default=1, metavar="N", help="decode in N processes (default 1)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from fish_speech.dataset.validate import validate_dir, write_report
+
+    report = validate_dir(args.data_dir, max_seconds=args.max_seconds, num_workers=args.num_workers)
+    write_report(report, args.report, args.json)
+    s = report.summary()
+    print(
+        f"{s['clips']} clips: {s['ok']} ok, {s['skipped']} skipped; "
+        f"{s['minutes_ok']:.2f} usable minutes from {s['speakers']} speaker(s)"
+    )
+    for reason, n in report.reason_counts().items():
+        print(f"  skipped {n} x {reason}")
+    if not report.usable:
+        print(f"no usable clip in {args.data_dir}")
+        return 1
+    return 0
