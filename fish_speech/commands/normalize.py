@@ -1,0 +1,74 @@
+"""`fish-speech normalize`: loudness-normalise a data folder (replaces `fap loudness-norm`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+HELP = "peak- then loudness-normalise every usable clip to WAV (as fap loudness-norm), copying each .lab"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "input_dir", metavar="IN", help="raw data folder: SPEAKER/clip.{wav,flac,mp3,...} + clip.lab"
+    )
+    parser.add_argument(
+        "output_dir", metavar="OUT", help="output folder (same layout, .wav + .lab); not inside IN"
+    )
+    parser.add_argument("--clean", action="store_true", help="delete OUT before writing")
+    parser.add_argument("--overwrite", action="store_true", help="redo clips whose output already exists")
+    parser.add_argument(
+        "--loudness", type=float, default=-23.0, help="target integrated loudness, LUFS (default -23)"
+    )
+    parser.add_argument(
+        "--peak", type=float, default=-1.0, help="peak level before loudness scaling, dBFS (default -1)"
+    )
+    parser.add_argument(
+        "--block-size",
+        type=float,
+        default=0.4,
+        help="loudness gating block, seconds (default 0.4, BS.1770-4)",
+    )
+    parser.add_argument(
+        "--num-workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="worker processes (default: CPUs)",
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=190.0,
+        metavar="S",
+        help="skip clips longer than S seconds (default 190)",
+    )
+    parser.add_argument(
+        "--report", metavar="R.md", help="write a Markdown report (normalisation + input validation)"
+    )
+    parser.add_argument("--json", metavar="R.json", help="write the summary as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from fish_speech.dataset.normalize import Settings, normalize_dir, write_summary
+    from fish_speech.errors import UserError
+
+    if args.num_workers < 1:
+        raise UserError(f"--num-workers must be at least 1, got {args.num_workers}")
+    if args.block_size <= 0:
+        raise UserError(f"--block-size must be positive, got {args.block_size}")
+    summary = normalize_dir(
+        args.input_dir,
+        args.output_dir,
+        Settings(loudness=args.loudness, peak=args.peak, block_size=args.block_size),
+        clean=args.clean,
+        overwrite=args.overwrite,
+        num_workers=args.num_workers,
+        max_seconds=args.max_seconds,
+    )
+    write_summary(summary, args.json, args.report)
+    print(summary.format())
+    if not summary.usable:
+        print(f"no usable clip in {args.input_dir}")
+        return 1
+    return 0
