@@ -1,0 +1,110 @@
+"""Helpers for the reliability suite: run `fish-speech` steps as a user would, tiny checkpoints."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # corpus.py, killer.py
+
+
+@dataclass
+class Result:
+    """A finished `fish-speech` run."""
+
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def check(self, *ok: int) -> Result:
+        """Assert the exit status is one of `ok` (default 0) and nothing crashed with a traceback."""
+        ok = ok or (0,)
+        assert self.returncode in ok, (
+            f"fish-speech {' '.join(self.args)} exited {self.returncode}:\n{self.output[-4000:]}"
+        )
+        assert "Traceback (most recent call last)" not in self.output, (
+            f"traceback from {self.args}:\n{self.output[-4000:]}"
+        )
+        return self
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.setdefault("OMP_NUM_THREADS", "2")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def fish_speech(*args: str | os.PathLike, timeout: float = 600, cwd: Path | None = None) -> Result:
+    """Run `python -m fish_speech ARGS` in a child process (as the pipeline's components do)."""
+    argv = [os.fspath(a) for a in args]
+    proc = subprocess.run(
+        [sys.executable, "-m", "fish_speech", *argv],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=timeout,
+        env=child_env(),
+        cwd=cwd or REPO,
+        stdin=subprocess.DEVNULL,
+    )
+    return Result(argv, proc.returncode, proc.stdout, proc.stderr)
+
+
+def require_commands(*names: str) -> None:
+    """Skip (with the reason recorded) when a step this test drives has not landed yet."""
+    from fish_speech.cli import COMMANDS
+
+    for name in names:
+        module = f"fish_speech.commands.{COMMANDS[name]}"
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name == module:
+                pytest.skip(f"`fish-speech {name}` is not implemented yet ({module} missing)")
+            raise
+
+
+def temp_files(*roots: Path) -> list[Path]:
+    """Files left under the atomic writers' temporary names (`.tmp-*`)."""
+    return sorted(p for root in roots if root.exists() for p in root.rglob(".tmp-*"))
+
+
+@pytest.fixture(scope="session")
+def tiny_codec(tmp_path_factory) -> Path:
+    """A random codec checkpoint in the real layout with a tiny config (`codec.pth`)."""
+    out = tmp_path_factory.mktemp("tiny-codec")
+    try:
+        from fish_speech.codec import checkpoint
+    except ModuleNotFoundError:
+        checkpoint = None
+    if checkpoint is not None and hasattr(checkpoint, "write_random_codec"):
+        path = out / "codec.pth"
+        checkpoint.write_random_codec(path, None, 0)  # None = the tiny config
+        return path
+    require_commands("fetch-weights")
+    fish_speech("fetch-weights", "tiny", "--output", out / "base").check()
+    return out / "base" / "codec.pth"
+
+
+def tree_bytes(root: Path, suffixes: Sequence[str]) -> dict[str, bytes]:
+    """Relative path -> content of every file with one of `suffixes` under `root` (temp files excluded)."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.suffix in suffixes and not p.name.startswith(".tmp-")
+    }
