@@ -213,7 +213,11 @@ _TINY_CORPUS = (
     "Hello, world! This is a test of the speaker and the assistant. The model reads text and "
     "writes speech; the voice sounds natural when the training data is clean. "
     "She said that they would be there in the morning, and then the market opened. "
-    "<|speaker:user|> <|speaker:assistant|> 你好，世界。こんにちは。Привет, мир. "
+    "We have been waiting since nine o'clock, but it still hasn't arrived. "
+    "A short clip in a nested folder; another line of a transcript. Numbers like 123 and 2024. "
+    "Good evening everyone, welcome back to the show. Tonight we talk about music, weather and "
+    "travel: where to go, what to pack, and how to listen to the people around you. "
+    "<|speaker:user|> <|speaker:assistant|> 你好，世界。今天天气很好。こんにちは。Привет, мир. "
 ) * 2
 
 
