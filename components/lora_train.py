@@ -1,0 +1,129 @@
+"""lora-train: LoRA checkpoints (Model), losses and tokens/s (Metrics), loss curves (HTML).
+
+Checkpoints go to `checkpoint_root` (a path on the workspace PVC) in a folder keyed on the inputs, so a
+retried (preempted) task, or a rerun on the same data and settings, resumes from the newest complete
+checkpoint instead of starting over. With an empty `checkpoint_root` the task trains straight into its
+output artifact (no resume across pods).
+"""
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
+
+from components.images import GPU_IMAGE
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def lora_train(
+    protos: Input[Dataset],
+    base_model: Input[Model],
+    content_hash: str,
+    lora_config: str,
+    max_steps: int,
+    batch_size: int,
+    accumulate_grad_batches: int,
+    learning_rate: float,
+    val_fraction: float,
+    checkpoint_root: str,
+    accelerator_type: str,
+    accelerator_count: int,
+    lora: Output[Model],
+    metrics: Output[Metrics],
+    loss_plot: Output[HTML],
+):
+    """`fish-speech train --data PROTOS --base-weight BASE --output RESULTS ... --resume`.
+
+    The accelerator settings are the task's resource request; they are passed so that they stay in
+    the inputs of the enclosing DAG, and recorded in the model's metadata.
+    """
+    import base64
+    import hashlib
+    import html
+    import json
+    import shutil
+    from pathlib import Path
+
+    from fish_speech.cli import main
+
+    def log_numbers(values: dict, prefix: str = "") -> None:
+        for key, value in values.items():
+            if isinstance(value, bool):
+                value = int(value)
+            if isinstance(value, (int, float)):
+                metrics.log_metric(prefix + key, value)
+            elif isinstance(value, dict) and not prefix:
+                log_numbers(value, prefix=f"{key}.")
+
+    settings = {
+        "protos": protos.uri,
+        "base_model": base_model.uri,
+        "content_hash": content_hash,
+        "lora_config": lora_config,
+        "max_steps": int(max_steps),
+        "batch_size": int(batch_size),
+        "accumulate_grad_batches": int(accumulate_grad_batches),
+        "learning_rate": float(learning_rate),
+        "val_fraction": float(val_fraction),
+    }
+    out = Path(lora.path)
+    if checkpoint_root:
+        key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+        results = Path(checkpoint_root) / "lora-train" / key
+    else:
+        results = out
+    argv = ["train", "--data", protos.path, "--base-weight", base_model.path, "--output", str(results)]
+    argv += ["--lora-config", lora_config, "--max-steps", str(max_steps), "--batch-size", str(batch_size)]
+    argv += ["--accumulate-grad-batches", str(accumulate_grad_batches)]
+    argv += ["--learning-rate", str(learning_rate), "--val-fraction", str(val_fraction), "--resume"]
+    print(f"training in {results}")
+    status = main(argv)
+    if status != 0:
+        raise RuntimeError(f"fish-speech {' '.join(argv)} exited with status {status}")
+
+    if results != out:
+        out.mkdir(parents=True, exist_ok=True)
+        for item in sorted(results.iterdir()):
+            if item.name.startswith(".tmp-"):
+                continue
+            if item.is_dir():
+                shutil.copytree(item, out / item.name, dirs_exist_ok=True)
+            else:
+                shutil.copy2(item, out / item.name)
+    checkpoints = sorted((out / "checkpoints").glob("step_*.ckpt"))
+    if not checkpoints:
+        raise RuntimeError(f"{results}/checkpoints holds no step_*.ckpt after training")
+
+    for name in ("summary.json", "metrics.json"):
+        if (out / name).is_file():
+            values = json.loads((out / name).read_text(encoding="utf-8"))
+            if isinstance(values, dict):
+                log_numbers(values)
+            break
+    metrics.log_metric("checkpoints", len(checkpoints))
+
+    body = [f"<h2>LoRA training: {html.escape(lora_config)}</h2>"]
+    if (out / "loss.png").is_file():
+        png = base64.b64encode((out / "loss.png").read_bytes()).decode("ascii")
+        body.append(f'<img alt="loss curves" src="data:image/png;base64,{png}" style="max-width:100%">')
+    else:
+        body.append("<p>No loss.png was written.</p>")
+    if (out / "metrics.csv").is_file():
+        rows = (out / "metrics.csv").read_text(encoding="utf-8").strip().splitlines()
+        cells = [r.split(",") for r in rows[:1] + rows[1:][-20:]]
+        table = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells
+        )
+        body.append(f"<h3>metrics.csv (last {len(cells) - 1} rows)</h3><table border=1>{table}</table>")
+    Path(loss_plot.path).write_text(
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>loss</title></head><body>"
+        + "".join(body)
+        + "</body></html>",
+        encoding="utf-8",
+    )
+    lora.metadata.update(
+        {
+            "lora_config": lora_config,
+            "checkpoints": [p.name for p in checkpoints],
+            "accelerator": f"{accelerator_count} x {accelerator_type}",
+            "checkpoint_folder": str(results),
+        }
+    )

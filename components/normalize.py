@@ -1,0 +1,48 @@
+"""normalize: loudness-normalized 44.1 kHz mono wav + .lab, as a Dataset."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Output
+
+from components.images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def normalize(
+    data: Input[Dataset],
+    content_hash: str,
+    loudness: float,
+    peak: float,
+    max_clip_seconds: float,
+    normalized: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """`fish-speech normalize DATA NORMALIZED --loudness L --peak P --num-workers N`.
+
+    `content_hash` is not read: it is part of the cache key (see components/fetch_data.py).
+    """
+    import json
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from fish_speech.cli import main
+
+    def log_numbers(values: dict, prefix: str = "") -> None:
+        for key, value in values.items():
+            if isinstance(value, bool):
+                value = int(value)
+            if isinstance(value, (int, float)):
+                metrics.log_metric(prefix + key, value)
+            elif isinstance(value, dict) and not prefix:
+                log_numbers(value, prefix=f"{key}.")
+
+    workers = str(min(8, os.cpu_count() or 1))
+    argv = ["normalize", data.path, normalized.path, "--loudness", str(loudness), "--peak", str(peak)]
+    argv += ["--max-seconds", str(max_clip_seconds), "--num-workers", workers]
+    with tempfile.TemporaryDirectory(prefix="normalize-") as tmp:
+        summary = Path(tmp) / "summary.json"
+        status = main([*argv, "--json", str(summary)])
+        if status != 0:
+            raise RuntimeError(f"fish-speech {' '.join(argv)} exited with status {status}")
+        log_numbers(json.loads(summary.read_text(encoding="utf-8")))
+    normalized.metadata["content_hash"] = content_hash
