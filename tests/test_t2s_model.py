@@ -314,3 +314,20 @@ def test_write_random_t2s_roundtrip(tmp_path: Path) -> None:
     assert torch.equal(state["norm.weight"], torch.ones(64, dtype=torch.bfloat16))
     std = state["layers.0.feed_forward.w1.weight"].float().std().item()
     assert abs(std - 0.125) < 0.01
+
+
+def test_reference_outputs_tool(tmp_path: Path) -> None:
+    from fish_speech.text2semantic.checkpoint import main
+
+    batch = DATA / "batch"
+    out = tmp_path / "base.npy"
+    args = [str(CKPT), str(batch / "inputs.npy"), str(out), "--labels", str(batch / "labels.npy")]
+    assert main([*args, "--attention-mask", str(batch / "attention_masks.npy"), "--device", "cpu"]) == 0
+    np.testing.assert_allclose(
+        np.load(out)[:, :, ::7], np.load(DATA / "logits" / "base.stride7.npy"), atol=ATOL
+    )
+    for suffix in ("codebook", "hidden"):
+        ref = np.load(DATA / "logits" / f"base.{suffix}.npy")
+        np.testing.assert_allclose(np.load(tmp_path / f"base.{suffix}.npy"), ref, atol=ATOL, rtol=0)
+    ref = np.load(DATA / "logits" / "base.generate.stride7.npy")
+    np.testing.assert_allclose(np.load(tmp_path / "base.generate.npy")[:, :, ::7], ref, atol=ATOL, rtol=0)

@@ -204,3 +204,54 @@ def write_random_t2s(out_dir: str | os.PathLike, config: ModelConfig | None = No
     write_config(out, config)
     log.info("wrote random text-to-semantic checkpoint to %s", out)
     return out
+
+
+def reference_outputs(
+    model: DualARTransformer, inputs: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None
+) -> dict[str, torch.Tensor]:
+    """The four outputs upstream's parity script dumps, keyed by its file suffix (float32, on CPU).
+
+    `""`: training-forward token logits; `".codebook"`: codebook logits; `".generate"`: inference
+    logits (no padding mask); `".hidden"`: the fast transformer's input hidden state.
+    """
+    with torch.no_grad():
+        token_logits, codebook_logits = model(inputs, labels, attention_mask)
+        generate_logits, hidden = model.forward_generate(inputs)
+    outs = {"": token_logits, ".codebook": codebook_logits, ".generate": generate_logits, ".hidden": hidden}
+    return {k: v.float().cpu() for k, v in outs.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m fish_speech.text2semantic.checkpoint CKPT INPUTS.npy OUT.npy --labels L --attention-mask M`.
+
+    Writes OUT.npy, OUT.codebook.npy, OUT.generate.npy and OUT.hidden.npy like upstream's parity script,
+    for comparing logits on any checkpoint (e.g. random full-size weights on a GPU).
+    """
+    import argparse
+
+    import numpy as np
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("checkpoint_dir")
+    parser.add_argument("inputs")
+    parser.add_argument("out")
+    parser.add_argument("--labels", required=True)
+    parser.add_argument("--attention-mask")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    model = load_model(args.checkpoint_dir, device=args.device, dtype=getattr(torch, args.dtype))
+    load = lambda p: torch.from_numpy(np.load(p)).to(args.device)  # noqa: E731
+    mask = load(args.attention_mask) if args.attention_mask else None
+    outs = reference_outputs(model, load(args.inputs), load(args.labels), mask)
+    stem = args.out.removesuffix(".npy")
+    for suffix, value in outs.items():
+        with atomic_path(f"{stem}{suffix}.npy", suffix=".npy") as tmp:
+            np.save(tmp, value.numpy())
+        log.info("wrote %s%s.npy %s", stem, suffix, tuple(value.shape))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
