@@ -14,12 +14,13 @@ import logging
 import os
 import re
 import struct
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from fish_speech.dataset.text_data_pb2 import Semantics, Sentence, TextData
 from fish_speech.errors import UserError
-from fish_speech.fileio import atomic_path, is_temp_file
+from fish_speech.fileio import is_temp_file
 
 __all__ = [
     "Semantics",
@@ -58,10 +59,11 @@ def write_protos(
 ) -> list[Path]:
     """Write `groups` (messages or already serialized `TextData` bytes) as shards in `out_dir`.
 
-    All shards are staged under temporary names and renamed only after the last group is written,
-    then shards left over from an earlier, larger run are removed: a rerun replaces the output
-    cleanly and a killed run leaves the previous output (plus at most `.tmp-*` files) in place.
-    No group writes no file. Returns the shard paths in order.
+    Every shard is written and fsynced under a temporary `.tmp-*` name first; only when the last
+    group is on disk are they renamed into place (in index order), then shards left over from an
+    earlier, larger run are removed. A run that fails or is killed while writing leaves the
+    previous output untouched (plus at most `.tmp-*` files, which readers skip and the next run
+    deletes). No group writes no file. Returns the shard paths in order.
     """
     out_dir = Path(out_dir)
     if shard_size_mb <= 0:
@@ -69,29 +71,43 @@ def write_protos(
     out_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_temp_shards(out_dir)
     limit = shard_size_mb * MB
-    shards: list[Path] = []
-    with contextlib.ExitStack() as stack:
-        handle = None
+    staged: list[tuple[Path, Path]] = []  # (temporary, final)
+    handle = None
+    try:
         written = 0
         for group in groups:
             if handle is None:
-                final = out_dir / shard_name(len(shards))
-                tmp = stack.enter_context(atomic_path(final))
-                handle = stack.enter_context(open(tmp, "wb"))
-                shards.append(final)
+                final = out_dir / shard_name(len(staged))
+                fd, tmp = tempfile.mkstemp(prefix=f".tmp-{final.name}.", dir=out_dir)
+                handle = os.fdopen(fd, "wb")
+                staged.append((Path(tmp), final))
                 written = 0
             record = encode_record(group)
             handle.write(record)
             written += len(record)
             if written > limit:
-                handle.close()  # closed before the stack's atomic_path fsyncs and renames it
+                _finish(handle)
                 handle = None
         if handle is not None:
+            _finish(handle)
+            handle = None
+    except BaseException:
+        if handle is not None:
             handle.close()
-        # Leaving the stack renames every staged shard into place (on error it deletes them all).
-    _remove_stale_shards(out_dir, keep=len(shards))
-    log.info("wrote %d shard(s) to %s", len(shards), out_dir)
-    return shards
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, final in staged:
+        os.replace(tmp, final)
+    _remove_stale_shards(out_dir, keep=len(staged))
+    log.info("wrote %d shard(s) to %s", len(staged), out_dir)
+    return [final for _, final in staged]
+
+
+def _finish(handle) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+    handle.close()
 
 
 def _remove_stale_shards(out_dir: Path, keep: int) -> None:

@@ -108,3 +108,69 @@ def tree_bytes(root: Path, suffixes: Sequence[str]) -> dict[str, bytes]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and p.suffix in suffixes and not p.name.startswith(".tmp-")
     }
+
+
+KILLER = Path(__file__).resolve().parent / "killer.py"
+
+
+def killed_at_write(mode: str, at: int, *args: str | os.PathLike, timeout: float = 600) -> int:
+    """Run `fish-speech ARGS`, SIGKILLed (with its workers) at the `at`-th rename or fsync.
+
+    Returns the exit status: -9 when the kill point was reached, 0 when the run finished first.
+    """
+    proc = subprocess.run(
+        [sys.executable, str(KILLER), "--mode", mode, "--at", str(at), "--", *map(os.fspath, args)],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=timeout,
+        env=child_env(),
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group, so the kill takes the workers too
+    )
+    assert proc.returncode in (0, -9), (
+        f"killed run failed on its own ({proc.returncode}):\n{proc.stderr[-3000:]}"
+    )
+    return proc.returncode
+
+
+def killed_when(condition, *args: str | os.PathLike, timeout: float = 600, poll: float = 0.005) -> int:
+    """Run `fish-speech ARGS` and `kill -9` its process group as soon as `condition()` is true.
+
+    Returns the exit status (-9 when killed, else the run's own status).
+    """
+    import signal
+    import tempfile
+    import time
+
+    # Output goes to a file, not a pipe: a chatty child must never block on a full pipe.
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fish_speech", *map(os.fspath, args)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=child_env(),
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        try:
+            while proc.poll() is None:
+                if condition():
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    break
+                if time.monotonic() > deadline:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    raise TimeoutError(f"fish-speech {args} did not reach the kill point in {timeout} s")
+                time.sleep(poll)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.seek(0)
+        err = log.read().decode(errors="replace")
+    assert proc.returncode in (0, -9), f"run failed on its own ({proc.returncode}):\n{err[-3000:]}"
+    return proc.returncode
