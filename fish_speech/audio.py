@@ -46,14 +46,23 @@ _STATS_BLOCK_FRAMES = 1 << 18
 class AudioReadError(UserError):
     """An audio file that cannot be decoded (corrupt, truncated, or a format soundfile lacks)."""
 
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message  # the decoder's complaint, without the path
+
 
 class ResampleError(UserError):
     """A sample-rate pair the windowed-sinc resampler cannot handle sensibly."""
 
 
 def _read_error(path: str | os.PathLike, e: Exception) -> AudioReadError:
-    msg = str(e).strip() or type(e).__name__
-    return AudioReadError(f"{os.fspath(path)}: cannot read audio ({msg})")
+    # LibsndfileError.error_string is libsndfile's message without soundfile's "Error opening 'PATH': ".
+    msg = (getattr(e, "error_string", None) or str(e)).strip().rstrip(".") or type(e).__name__
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        msg = "empty file, 0 bytes"
+    elif "does not exist" in msg and os.path.isfile(path):
+        msg = "format not recognised"  # libsndfile's odd wording for e.g. a non-MP3 named .mp3
+    return AudioReadError(f"{os.fspath(path)}: cannot read audio ({msg})", reason=msg)
 
 
 def load_audio(path: str | os.PathLike, dtype: str = "float32") -> tuple[np.ndarray, int]:

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=190.0,
         metavar="S",
-        help="skip clips longer than S seconds (default 190)",
+        help="skip clips longer than S seconds (default 190; 0 = no limit)",
     )
     parser.add_argument(
         "--report", metavar="R.md", help="write a Markdown report (normalisation + input validation)"

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=190.0,
         metavar="S",
-        help="skip clips longer than S seconds (default 190: the longest input the codec encoder accepts)",
+        help="skip clips longer than S seconds (default 190: the longest input the codec encoder accepts; 0 = no limit)",
     )
     parser.add_argument(
         "--num-workers", type=int, default=1, metavar="N", help="decode in N processes (default 1)"

@@ -100,8 +100,9 @@ def normalize_clip(
         return outcome
     try:
         data, sr = sf.read(src, dtype="float64")  # fap: sf.read defaults, (N,) mono or (N, C)
-    except Exception as e:
-        return ClipOutcome(rel, "skipped", "unreadable", f"cannot read audio ({e})")
+    except Exception as e:  # validate decoded it a moment ago; the file changed since
+        msg = (getattr(e, "error_string", None) or str(e)).strip()
+        return ClipOutcome(rel, "skipped", "unreadable", f"cannot read audio ({msg})")
     channels = 1 if data.ndim == 1 else data.shape[1]
     if channels > MAX_LOUDNESS_CHANNELS:
         return ClipOutcome(

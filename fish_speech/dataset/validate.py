@@ -115,7 +115,7 @@ def validate_clip(clip: Clip, max_seconds: float | None = DEFAULT_MAX_SECONDS) -
     try:
         info = audio_stats(clip.audio)
     except AudioReadError as e:
-        reasons.insert(0, ("unreadable", str(e).split(": ", 1)[-1]))
+        reasons.insert(0, ("unreadable", f"cannot read audio ({e.reason})"))
         info = None
     if info is not None:
         r.duration = round(info.duration, 4)
@@ -137,7 +137,7 @@ def validate_clip(clip: Clip, max_seconds: float | None = DEFAULT_MAX_SECONDS) -
                 reasons.append(("too_long", f"{info.duration:.1f} s is longer than {max_seconds:g} s"))
             if info.peak_dbfs < SILENCE_DBFS:
                 peak = "all zeros" if info.peak == 0 else f"peak {info.peak_dbfs:.1f} dBFS"
-                reasons.append(("silent", f"silent ({peak})"))
+                reasons.append(("silent", f"silent: {peak}"))
         if info.clipping_share > CLIPPING_WARN_SHARE:
             r.warnings.append(f"clipping: {100 * info.clipping_share:.2f} % of samples at full scale")
         if info.channels > 2:
@@ -274,8 +274,11 @@ def validate_dir(
 ) -> Report:
     """Validate every clip under `data_dir` (decoding each file fully, in `num_workers` processes).
 
-    Raises `UserError` when the folder is missing or holds no audio file at all.
+    `max_seconds` None or <= 0 means no length limit. Raises `UserError` when the folder is
+    missing or holds no audio file at all.
     """
+    if max_seconds is not None and max_seconds <= 0:
+        max_seconds = None
     clips = find_clips(data_dir)
     if not clips:
         raise UserError(
