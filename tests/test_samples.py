@@ -237,3 +237,18 @@ def test_empty_groups_are_never_drawn(tok: FishTokenizer) -> None:
     stream = SampleStream([_group("empty"), good, _group("empty2")], tok, max_length=4096, seed=1)
     rng = random.Random(0)
     assert all(stream.sample(rng)["tokens"].size(1) > 0 for _ in range(50))
+
+
+def test_from_files_shuffles_files_then_groups(
+    tok: FishTokenizer, groups: list[TextData], tmp_path: Path
+) -> None:
+    # one group per file: the group order is the seeded shuffle of the sorted files, then of the groups
+    for i, group in enumerate(groups):
+        write_protos([group], tmp_path / f"f{i}")
+    stream = SampleStream.from_files(tmp_path, tok, max_length=4096, seed=7)
+    files = [f"f{i}" for i in range(len(groups))]
+    random.Random(7).shuffle(files)
+    names = [groups[int(f[1:])].name for f in files]
+    random.Random(7).shuffle(names)
+    assert [g.name for g in stream.groups] == names
+    assert [groups[int(Path(s).parent.name[1:])].name for s in stream.sources] == names

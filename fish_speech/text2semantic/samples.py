@@ -166,20 +166,26 @@ class SampleStream(IterableDataset):
         paths: str | os.PathLike | Iterable[str | os.PathLike],
         tokenizer: FishTokenizer,
         max_length: int,
+        seed: int = 42,
         **kw,
     ) -> SampleStream:
-        """Read every group of the `.protos` files (or folders) `paths` and build the stream."""
+        """Read every group of the `.protos` files (or folders) `paths` and build the stream.
+
+        As upstream, the sorted file list is shuffled with `random.Random(seed)` before reading, so
+        the group order (and with it every draw) matches upstream's single-process dataset.
+        """
         from fish_speech.dataset.protos import list_proto_files, read_protos_file
 
-        groups, sources = [], []
         files = list_proto_files(paths)
         if not files:
             raise UserError(f"{paths}: no .protos files found")
+        random.Random(seed).shuffle(files)
+        groups, sources = [], []
         for path in files:
             for group in read_protos_file(path):
                 groups.append(group)
                 sources.append(str(path))
-        return cls(groups, tokenizer, max_length, sources=sources, **kw)
+        return cls(groups, tokenizer, max_length, seed=seed, sources=sources, **kw)
 
     def _check(self, groups: Sequence, sources: Sequence[str]) -> int:
         """Validate every sentence; return the common number of codebooks."""
