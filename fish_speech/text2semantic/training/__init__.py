@@ -1,0 +1,1 @@
+"""Training glue for LoRA fine-tuning: Lightning module, data split, checkpoints, metrics."""

@@ -1,0 +1,161 @@
+"""The Lightning module: one LoRA training step of the DualAR model, upstream's optimizer and schedule.
+
+Spec §11: AdamW (lr 1e-4, betas 0.9/0.95, eps 1e-5, weight decay 0), LR factor `step/10` for the
+first 10 optimizer steps then constant, gradient clipping at L2 norm 1.0 (the norm is kept for
+logging). Checkpoints keep only the LoRA tensors under upstream's names (`model.<path>.lora_A/B`),
+plus the RNG states so that a resumed run draws the same dropout masks as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+import lightning as L
+import torch
+
+from fish_speech.errors import UserError
+from fish_speech.text2semantic.lora import LoraSpec, lora_state_dict, normalize_lora_keys, to_internal_names
+from fish_speech.text2semantic.loss import LossOutput, dual_ar_loss
+
+log = logging.getLogger(__name__)
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """Upstream's LambdaLR factor: `step / warmup` before `warmup` steps (0 on the first), then 1."""
+    return step / warmup_steps if step < warmup_steps else 1.0
+
+
+class LoraTrainModule(L.LightningModule):
+    """Wraps a DualAR model whose adapted layers were prepared by `lora.setup_lora`."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        spec: LoraSpec,
+        learning_rate: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.95),
+        eps: float = 1e-5,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 10,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.spec = spec
+        self.learning_rate = learning_rate
+        self.betas = betas
+        self.eps = eps
+        self.weight_decay = weight_decay
+        self.warmup_steps = warmup_steps
+        # Checkpoints hold only the adapters; the base weights come from the base checkpoint.
+        self.strict_loading = False
+        self.last_output: LossOutput | None = None
+        self.last_grad_norm: torch.Tensor | None = None
+        self.pending_rng: dict[str, Any] | None = None
+        self.extra_checkpoint_state: dict[str, Any] = {}
+
+    # ---- steps ----
+
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> LossOutput:
+        token_logits, codebook_logits = self.model(batch["inputs"], batch["labels"], batch["attention_masks"])
+        return dual_ar_loss(
+            token_logits,
+            codebook_logits,
+            batch["labels"],
+            self.model.semantic_begin_id,
+            self.model.semantic_end_id,
+        )
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        out = self.compute_loss(batch)
+        self.last_output = LossOutput(*(t.detach() for t in vars(out).values()))
+        return out.loss
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.pending_rng is not None:  # first batch after a resume: continue the saved RNG streams
+            set_rng_states(self.pending_rng)
+            self.pending_rng = None
+
+    # ---- optimisation ----
+
+    def configure_optimizers(self):
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        if not named:
+            raise UserError("no trainable parameters: was LoRA set up?")
+        no_decay = [p for n, p in named if ".bias" in n or "norm.weight" in n or ".embeddings." in n]
+        decay = [p for n, p in named if not (".bias" in n or "norm.weight" in n or ".embeddings." in n)]
+        groups = [
+            {"params": decay, "weight_decay": self.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.AdamW(
+            [g for g in groups if g["params"]],
+            lr=self.learning_rate,
+            betas=self.betas,
+            eps=self.eps,
+            fused=torch.cuda.is_available() and all(p.is_cuda for _, p in named),
+        )
+        warmup = self.warmup_steps
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_factor(step, warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+    ) -> None:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        max_norm = float(gradient_clip_val) if gradient_clip_val else float("inf")
+        # returns the total norm before clipping, as a device tensor (no host sync)
+        self.last_grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True).detach()
+
+    # ---- checkpoints ----
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = {k: v.detach().cpu() for k, v in lora_state_dict(self.model).items()}
+        checkpoint["rng_states"] = get_rng_states()
+        checkpoint["fish_speech"] = {"lora_config": self.spec.to_dict(), **self.extra_checkpoint_state}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("fish_speech", {}).get("lora_config", {})
+        if saved and (saved.get("r"), float(saved.get("alpha", 0))) != (self.spec.r, float(self.spec.alpha)):
+            raise UserError(
+                f"the checkpoint to resume was trained with LoRA r={saved.get('r')} alpha={saved.get('alpha')}, "
+                f"this run asks for r={self.spec.r} alpha={self.spec.alpha}"
+            )
+        state = normalize_lora_keys(checkpoint["state_dict"])
+        expected = lora_state_dict(self.model)
+        if set(state) != set(expected):
+            raise UserError(
+                f"the checkpoint to resume holds {len(state)} LoRA tensors, this model has {len(expected)}"
+            )
+        checkpoint["state_dict"] = {"model." + k: v for k, v in to_internal_names(self.model, state).items()}
+        self.pending_rng = checkpoint.get("rng_states")
+
+
+def get_rng_states() -> dict[str, Any]:
+    """Python, torch CPU and CUDA generator states (numpy is not used by training)."""
+    states: dict[str, Any] = {
+        "python": _python_state_to_list(random.getstate()),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    if "python" in states:
+        version, internal, gauss = states["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "torch" in states:
+        torch.set_rng_state(states["torch"].cpu())
+    if "cuda" in states and torch.cuda.is_available():
+        cuda = states["cuda"]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+
+
+def _python_state_to_list(state: tuple) -> list:
+    # tuples of ints survive weights_only loading as lists; keep the shape explicit
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
