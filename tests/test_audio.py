@@ -195,3 +195,13 @@ def test_importing_audio_does_not_import_torch():
     code = "import sys, fish_speech.audio; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_resample_on_cuda_matches_cpu():
+    x = torch.randn(4, 48000)
+    cpu = resample(x, 48000, 44100)
+    gpu = resample(x.cuda(), 48000, 44100)
+    assert gpu.device.type == "cuda" and gpu.shape == cpu.shape
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=1e-5)
+    assert resample(x.cuda().bfloat16(), 48000, 44100).dtype == torch.bfloat16

@@ -46,6 +46,28 @@ def test_find_audio_files_filters_and_sorts(tmp_path, write_clip):
     assert [f.relative_to(tmp_path).as_posix() for f in files] == ["a/0.mp3", "a/1.flac", "b/2.WAV"]
 
 
+def test_find_audio_files_leaves_out_escaping_and_broken_links(bad_data):
+    rels = {f.relative_to(bad_data).as_posix() for f in find_audio_files(bad_data)}
+    assert "spk/good.wav" in rels and "spk/link_in.wav" in rels
+    assert not rels & {"spk/link_out.wav", "spk/dangling.wav", "spk/loop.wav"}
+    assert not any(r.startswith(("linked_speaker/", "alias/")) for r in rels)
+
+
+def test_max_seconds_zero_means_no_limit(tmp_path, write_clip):
+    write_clip(tmp_path / "s" / "long.wav", seconds=3.0)
+    assert validate_dir(tmp_path, max_seconds=1.0, progress=False).clips[0].reason == "too_long"
+    assert validate_dir(tmp_path, max_seconds=0, progress=False).clips[0].ok
+    assert validate_dir(tmp_path, max_seconds=None, progress=False).clips[0].ok
+
+
+def test_empty_audio_file_says_so(tmp_path):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "x.wav").write_bytes(b"")
+    (tmp_path / "s" / "x.lab").write_text("hi")
+    (r,) = validate_dir(tmp_path, progress=False).clips
+    assert r.reason == "unreadable" and "empty file" in r.detail
+
+
 def test_find_audio_files_missing_dir_is_user_error(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         find_audio_files(tmp_path / "nope")
@@ -95,6 +117,9 @@ def bad_data(tmp_path, write_clip):
     (s / "link_out.lab").write_text("hello")
     os.symlink(outside / "spk2", root / "linked_speaker")
     os.symlink(s, root / "alias")
+    os.symlink(s / "missing.wav", s / "dangling.wav")
+    (s / "dangling.lab").write_text("hello")
+    os.symlink(s / "loop.wav", s / "loop.wav")
     os.symlink(s / "good.wav", s / "link_in.wav")
     (s / "link_in.lab").write_text("hello")
     return root
@@ -120,6 +145,8 @@ EXPECTED = {
     "spk/twin.wav": "duplicate_stem",
     "spk/twin.flac": "duplicate_stem",
     "spk/link_out.wav": "symlink_outside",
+    "spk/dangling.wav": "broken_symlink",
+    "spk/loop.wav": "broken_symlink",
     "linked_speaker/": "symlink_outside",
     "alias/": "symlink_folder",
 }
@@ -140,7 +167,7 @@ def test_every_bad_input_gets_its_reason(bad_data):
     assert by["spk/long.wav"].duration == pytest.approx(3.0)
     assert report.reason_counts()["duplicate_stem"] == 2
     sp = report.speakers()["spk"]
-    assert sp["ok"] == 5 and sp["clips"] == 19
+    assert sp["ok"] == 5 and sp["clips"] == 21
     assert sp["minutes_ok"] == pytest.approx(5 / 60, abs=1e-3)
 
 

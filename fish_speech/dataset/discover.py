@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 SYMLINK_OUTSIDE = "symlink_outside"
 SYMLINK_FOLDER = "symlink_folder"
 DUPLICATE_STEM = "duplicate_stem"
+BROKEN_SYMLINK = "broken_symlink"
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,14 @@ def _is_inside(path: Path, root_real: Path) -> bool:
     except (OSError, RuntimeError):  # a symlink loop
         return False
     return real == root_real or root_real in real.parents
+
+
+def _resolves(path: Path) -> bool:
+    """True when a symlink chain ends at an existing file (False for dangling links and loops)."""
+    try:
+        return path.resolve(strict=True).exists()
+    except (OSError, RuntimeError):
+        return False
 
 
 def _check_root(root: str | os.PathLike) -> Path:
@@ -90,8 +99,8 @@ def find_audio_files(root: str | os.PathLike) -> list[Path]:
     """Audio files under `root`, recursive and sorted; suffixes matched case-insensitively.
 
     Skips hidden files and folders (so `.tmp-*` files of interrupted writes), does not follow
-    symlinked folders, and leaves out symlinked files that resolve outside `root` (logged;
-    `find_clips` reports them). Raises `UserError` when `root` is missing or not a folder.
+    symlinked folders, and leaves out broken symlinks and symlinked files that resolve outside
+    `root` (logged; `find_clips` reports them). Raises `UserError` when `root` is missing or not a folder.
     """
     root = _check_root(root)
     root_real = root.resolve()
@@ -100,7 +109,9 @@ def find_audio_files(root: str | os.PathLike) -> list[Path]:
         log.warning("%s: symlinked folder not followed", d)
     kept = []
     for f in files:
-        if f.is_symlink() and not _is_inside(f, root_real):
+        if f.is_symlink() and not _resolves(f):
+            log.warning("%s: broken symlink, skipped", f)
+        elif f.is_symlink() and not _is_inside(f, root_real):
             log.warning("%s: symlink leads outside %s, skipped", f, root)
         else:
             kept.append(f)
@@ -115,8 +126,8 @@ def find_clips(data_dir: str | os.PathLike) -> list[Clip]:
     """Every audio file under `data_dir` paired with its `.lab` and speaker, sorted by path.
 
     Clips that must not be used are returned with `problem` set instead of being dropped:
-    symlinks leading outside `data_dir` (file or transcript), symlinked folders (not followed),
-    and files sharing a stem in one folder (`a.wav` + `a.mp3` would share `a.lab` and the
+    symlinks leading outside `data_dir` (file or transcript), broken symlinks, symlinked folders
+    (not followed), and files sharing a stem in one folder (`a.wav` + `a.mp3` would share `a.lab` and the
     outputs `a.wav`/`a.npy`).
     """
     root = _check_root(data_dir)
@@ -132,7 +143,9 @@ def find_clips(data_dir: str | os.PathLike) -> list[Clip]:
         rel = PurePosixPath(f.relative_to(root).as_posix())
         lab = f.with_suffix(".lab")
         problem = detail = None
-        if not _is_inside(f, root_real):
+        if f.is_symlink() and not _resolves(f):
+            problem, detail = BROKEN_SYMLINK, f"broken symlink (to {_target(f)}: missing, or a loop)"
+        elif not _is_inside(f, root_real):
             problem, detail = SYMLINK_OUTSIDE, f"symlink leads outside the data folder (to {_target(f)})"
         elif lab.is_symlink() and not _is_inside(lab, root_real):
             problem, detail = (

@@ -18,7 +18,14 @@ from typing import Any
 from tqdm import tqdm
 
 from fish_speech.audio import AudioReadError, ResampleError, audio_stats, check_resample_rates
-from fish_speech.dataset.discover import DUPLICATE_STEM, SYMLINK_FOLDER, SYMLINK_OUTSIDE, Clip, find_clips
+from fish_speech.dataset.discover import (
+    BROKEN_SYMLINK,
+    DUPLICATE_STEM,
+    SYMLINK_FOLDER,
+    SYMLINK_OUTSIDE,
+    Clip,
+    find_clips,
+)
 from fish_speech.errors import UserError
 from fish_speech.fileio import atomic_write_text
 
@@ -36,6 +43,7 @@ CLIPPING_WARN_SHARE = 0.001
 REASONS: dict[str, str] = {
     SYMLINK_OUTSIDE: "a symlink leads outside the data folder (not followed)",
     SYMLINK_FOLDER: "a symlinked folder inside the data folder (not followed, it would duplicate clips)",
+    BROKEN_SYMLINK: "a symlink whose target is missing (or a symlink loop)",
     DUPLICATE_STEM: "two audio files share a stem in one folder (they would share the .lab and outputs)",
     "no_lab": "no .lab transcript beside the audio",
     "empty_lab": "the .lab transcript is empty or only whitespace",
