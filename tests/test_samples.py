@@ -252,3 +252,12 @@ def test_from_files_shuffles_files_then_groups(
     random.Random(7).shuffle(names)
     assert [g.name for g in stream.groups] == names
     assert [groups[int(Path(s).parent.name[1:])].name for s in stream.sources] == names
+
+
+def test_stream_pickles_for_spawned_workers(tok: FishTokenizer, groups: list[TextData]) -> None:
+    import pickle
+
+    stream = SampleStream(groups, tok, max_length=4096, seed=5)
+    clone = pickle.loads(pickle.dumps(stream))
+    a, b = random.Random(1), random.Random(1)
+    assert torch.equal(stream.sample(a)["tokens"], clone.sample(b)["tokens"])

@@ -12,6 +12,7 @@ import os
 import random
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -113,6 +114,23 @@ def collate(
     return {"inputs": inputs, "attention_masks": masks, "labels": labels}
 
 
+@dataclass(frozen=True)
+class Clip:
+    """One sentence of a group: its transcript(s) and codes `(C, frames)`."""
+
+    texts: tuple[str, ...]
+    codes: np.ndarray
+
+
+@dataclass(frozen=True)
+class Group:
+    """One protos group (a speaker's clips), in plain picklable form."""
+
+    name: str
+    sentences: list[Clip]
+    source: str
+
+
 class SampleStream(IterableDataset):
     """Endless stream of training samples drawn from protos groups (§5.1-5.2).
 
@@ -122,7 +140,8 @@ class SampleStream(IterableDataset):
     uses one of its texts at random, cleaned. Each data-loader worker (and distributed rank) draws
     from its own RNG seeded from `seed`, so workers yield different samples.
 
-    Every sentence is checked up front: a sentence without text, semantic codes outside the
+    `groups` are `TextData` messages; they are checked and converted once (plain Python + numpy, so
+    the stream pickles into any worker). A sentence without text, semantic codes outside the
     tokenizer's range, or (with `too_long="error"`, the default) one longer than `max_length` tokens
     raise UserError naming `sources[i]` (the file of group i) and the clip. `too_long="truncate"`
     only logs it and lets the collator cut the sample, as upstream does silently.
@@ -142,7 +161,6 @@ class SampleStream(IterableDataset):
         super().__init__()
         if too_long not in ("error", "truncate"):
             raise ValueError(f"too_long must be 'error' or 'truncate', got {too_long!r}")
-        self.too_long = too_long
         if not 0.0 <= skip_text_prob <= 1.0:
             raise ValueError(f"skip_text_prob must be in [0, 1], got {skip_text_prob}")
         self.tokenizer = tokenizer
@@ -150,15 +168,35 @@ class SampleStream(IterableDataset):
         self.seed = seed
         self.causal = causal
         self.skip_text_prob = skip_text_prob
+        self.too_long = too_long
         sources = list(sources) if sources is not None else ["<protos>"] * len(groups)
         if len(sources) != len(groups):
             raise ValueError("sources must name one file per group")
-        self.num_codebooks = self._check(groups, sources)
-        order = list(range(len(groups)))
-        random.Random(seed).shuffle(order)
-        self.groups = [groups[i] for i in order]
-        self.sources = [sources[i] for i in order]
+        converted = [self._convert(g, src) for g, src in zip(groups, sources, strict=True)]
+        counts = {clip.codes.shape[0] for g in converted for clip in g.sentences}
+        if not counts:
+            raise UserError(f"{', '.join(sorted(set(sources))) or 'protos'}: no sentences to train on")
+        if len(counts) > 1:
+            first = next(g for g in converted if g.sentences)
+            odd = next(
+                g
+                for g in converted
+                for c in g.sentences
+                if c.codes.shape[0] != first.sentences[0].codes.shape[0]
+            )
+            raise UserError(
+                f"{odd.source}: group {odd.name!r} has clips with a different number of codebooks than "
+                f"group {first.name!r} of {first.source} ({sorted(counts)})"
+            )
+        self.num_codebooks = counts.pop()
+        random.Random(seed).shuffle(converted)  # as upstream: a fresh Random(seed) over the group list
+        self.groups = converted
         self.weights = [len(g.sentences) for g in self.groups]
+
+    @property
+    def sources(self) -> list[str]:
+        """The file each group (in stream order) came from."""
+        return [g.source for g in self.groups]
 
     @classmethod
     def from_files(
@@ -187,43 +225,34 @@ class SampleStream(IterableDataset):
                 sources.append(str(path))
         return cls(groups, tokenizer, max_length, seed=seed, sources=sources, **kw)
 
-    def _check(self, groups: Sequence, sources: Sequence[str]) -> int:
-        """Validate every sentence; return the common number of codebooks."""
+    def _convert(self, group, source: str) -> Group:
+        """Check every sentence of a `TextData` group and convert it to a `Group`."""
         tok = self.tokenizer
         fixed = len(tok.encode(SYSTEM_PROMPT)) + 1 + len(tok.encode(ASSISTANT_HEADER))  # + frames + user part
-        num_codebooks: int | None = None
-        total = 0
-        for group, source in zip(groups, sources, strict=True):
-            for index, sentence in enumerate(group.sentences):
-                where = f"{source}: group {group.name!r}, sentence {index}"
-                if not sentence.texts:
-                    raise UserError(f"{where}: no transcript")
-                try:
-                    codes = sentence_codes(sentence)
-                except ValueError as e:
-                    raise UserError(f"{where}: {e}") from None
-                if codes.shape[0] == 0:
-                    raise UserError(f"{where}: no semantic codes")
-                if num_codebooks is None:
-                    num_codebooks = codes.shape[0]
-                elif codes.shape[0] != num_codebooks:
-                    raise UserError(f"{where}: {codes.shape[0]} codebooks, other clips have {num_codebooks}")
-                if codes.shape[1] and codes[0].max() >= tok.num_semantic_tokens:
-                    raise UserError(
-                        f"{where}: semantic code {codes[0].max()} has no token (< {tok.num_semantic_tokens})"
-                    )
-                for text in sentence.texts:
-                    user = len(tok.encode(USER_PREFIX + clean_text(text)))
-                    length = fixed + user + codes.shape[1]
-                    if length > self.max_length:
-                        message = f"{where}: {length} tokens ({codes.shape[1]} frames) exceed max_length {self.max_length}"
-                        if self.too_long == "error":
-                            raise UserError(f"{message}; split the clip or raise max_length")
-                        log.warning("%s; the collator will cut it (upstream behaviour)", message)
-                total += 1
-        if total == 0:
-            raise UserError(f"{', '.join(sorted(set(sources))) or 'protos'}: no sentences to train on")
-        return num_codebooks
+        clips = []
+        for index, sentence in enumerate(group.sentences):
+            where = f"{source}: group {group.name!r}, sentence {index}"
+            if not sentence.texts:
+                raise UserError(f"{where}: no transcript")
+            try:
+                codes = sentence_codes(sentence)
+            except ValueError as e:
+                raise UserError(f"{where}: {e}") from None
+            if codes.shape[0] == 0:
+                raise UserError(f"{where}: no semantic codes")
+            if codes.shape[1] and codes[0].max() >= tok.num_semantic_tokens:
+                raise UserError(
+                    f"{where}: semantic code {codes[0].max()} has no token (< {tok.num_semantic_tokens})"
+                )
+            for text in sentence.texts:
+                length = fixed + len(tok.encode(USER_PREFIX + clean_text(text))) + codes.shape[1]
+                if length > self.max_length:
+                    message = f"{where}: {length} tokens ({codes.shape[1]} frames) exceed max_length {self.max_length}"
+                    if self.too_long == "error":
+                        raise UserError(f"{message}; split the clip or raise max_length")
+                    log.warning("%s; the collator will cut it (upstream behaviour)", message)
+            clips.append(Clip(tuple(sentence.texts), codes))
+        return Group(group.name, clips, source)
 
     def sample(self, rng: random.Random) -> dict[str, torch.Tensor]:
         """Draw one sample with `rng` (call order as upstream's: group, window, then text + skip per sentence)."""
@@ -240,7 +269,7 @@ class SampleStream(IterableDataset):
         for sentence in sentences:
             text = clean_text(rng.choice(sentence.texts))
             skip = rng.random() < self.skip_text_prob
-            t, lab = sentence_tensors(self.tokenizer, text, sentence_codes(sentence), skip_text=skip)
+            t, lab = sentence_tensors(self.tokenizer, text, sentence.codes, skip_text=skip)
             tokens.append(t)
             labels.append(lab)
         return {"tokens": torch.cat(tokens, dim=1), "labels": torch.cat(labels, dim=1)}
