@@ -361,7 +361,7 @@ def run_local(
 def _client(host: str, namespace: str | None):
     import kfp
 
-    return kfp.Client(host=host, namespace=namespace)
+    return kfp.Client(host=host, **({"namespace": namespace} if namespace else {}))
 
 
 def _cron(expr: str) -> str:
@@ -374,7 +374,13 @@ def _cron(expr: str) -> str:
     raise SystemExit(f"--schedule {expr!r}: a cron expression has 5 (or 6, with seconds) fields")
 
 
-def submit(host: str, experiment: str, params: dict[str, Any], namespace: str | None = None) -> str:
+def submit(
+    host: str,
+    experiment: str,
+    params: dict[str, Any],
+    namespace: str | None = None,
+    service_account: str | None = None,
+) -> str:
     """Compile and start one run; returns the run id."""
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_pipeline(Path(tmp) / f"{PIPELINE_NAME}.yaml")
@@ -384,6 +390,7 @@ def submit(host: str, experiment: str, params: dict[str, Any], namespace: str | 
             run_name=f"{PIPELINE_NAME} {time.strftime('%Y-%m-%d %H:%M:%S')}",
             experiment_name=experiment,
             namespace=namespace,
+            service_account=service_account,
         )
     return result.run_id
 
@@ -396,8 +403,10 @@ def schedule(
     max_concurrency: int = 1,
     no_catchup: bool = False,
     namespace: str | None = None,
+    service_account: str | None = None,
 ) -> str:
     """Compile and create a recurring run; returns its id."""
+    cron = _cron(cron)
     client = _client(host, namespace)
     exp = client.create_experiment(name=experiment, namespace=namespace)
     with tempfile.TemporaryDirectory() as tmp:
@@ -406,11 +415,12 @@ def schedule(
             experiment_id=exp.experiment_id,
             job_name=f"{PIPELINE_NAME} ({cron})",
             description="retrains when new clips arrive; unchanged clips hit the data steps' cache",
-            cron_expression=_cron(cron),
+            cron_expression=cron,
             max_concurrency=max_concurrency,
             no_catchup=no_catchup,
             params=params,
             pipeline_package_path=str(package),
+            service_account=service_account,
         )
     return job.recurring_run_id
 
@@ -435,6 +445,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", default="tiny", help="run-local: base model source (tiny, hf://..., dir)")
     parser.add_argument("--host", help="KFP API endpoint (submit, schedule)")
     parser.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
+    parser.add_argument(
+        "--service-account",
+        help="Kubernetes service account of the run's pods (manifests/: fish-speech-pipeline)",
+    )
     parser.add_argument("--experiment", default=PIPELINE_NAME, help="experiment name (submit, schedule)")
     parser.add_argument(
         "--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline argument"
@@ -462,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.host:
             parser.error("--submit and --schedule need --host URL")
         if args.submit:
-            run_id = submit(args.host, args.experiment, params, args.namespace)
+            run_id = submit(args.host, args.experiment, params, args.namespace, args.service_account)
             print(f"submitted run {run_id} to {args.host}")
         else:
             job_id = schedule(
@@ -473,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.max_concurrency,
                 args.no_catchup,
                 args.namespace,
+                args.service_account,
             )
             print(f"created recurring run {job_id} ({_cron(args.schedule)}) on {args.host}")
     return 0

@@ -1,0 +1,364 @@
+"""The compiled pipeline: DAG order, artifact types, GPU/platform settings, secrets, caching, images.
+
+Compiles once, loads the YAML into the pipeline-spec and platform-spec protobuf messages, and checks
+them. Secrets are checked by planting sentinel values in the environment before compiling.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from google.protobuf import json_format
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+SENTINELS = {
+    "HF_TOKEN": "hf_SENTINEL_do_not_leak_1",
+    "AWS_ACCESS_KEY_ID": "AKIA_SENTINEL_do_not_leak_2",
+    "AWS_SECRET_ACCESS_KEY": "SECRET_SENTINEL_do_not_leak_3",
+    "S3_ENDPOINT_URL": "http://sentinel-do-not-leak-4:9000",
+    "GOOGLE_APPLICATION_CREDENTIALS": "/sentinel/do-not-leak-5.json",
+}
+GPU_STEPS = ("extract-vq", "lora-train", "merge-lora")
+CPU_STEPS = (
+    "fetch-weights",
+    "content-hash",
+    "fetch-data",
+    "validate",
+    "normalize",
+    "build-dataset",
+    "publish",
+)
+STORAGE_STEPS = ("fetch-weights", "content-hash", "fetch-data", "publish")
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> dict:
+    import pipeline
+
+    mp = pytest.MonkeyPatch()
+    for key, value in SENTINELS.items():
+        mp.setenv(key, value)
+    try:
+        path = pipeline.compile_pipeline(tmp_path_factory.mktemp("compile") / "p.yaml")
+    finally:
+        mp.undo()
+    text = path.read_text(encoding="utf-8")
+    docs = list(yaml.safe_load_all(text))
+    assert len(docs) == 2, "expected the pipeline spec and the platform spec"
+    from kfp.kubernetes import kubernetes_executor_config_pb2 as k8s
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    spec = json_format.ParseDict(docs[0], pipeline_spec_pb2.PipelineSpec())
+    platform = json_format.ParseDict(docs[1], pipeline_spec_pb2.PlatformSpec())
+    executors = json_format.MessageToDict(platform.platforms["kubernetes"].deployment_spec)["executors"]
+    k8s_configs = {
+        name.removeprefix("exec-"): json_format.ParseDict(cfg, k8s.KubernetesExecutorConfig())
+        for name, cfg in executors.items()
+    }
+    containers = {
+        name.removeprefix("exec-"): e["container"]
+        for name, e in docs[0]["deploymentSpec"]["executors"].items()
+    }
+    return {"text": text, "docs": docs, "spec": spec, "k8s": k8s_configs, "containers": containers}
+
+
+def _all_tasks(spec) -> dict:
+    """Every task of every DAG, by task name (names are unique across the pipeline)."""
+    tasks = dict(spec.root.dag.tasks)
+    for comp in spec.components.values():
+        if comp.HasField("dag"):
+            tasks.update(comp.dag.tasks)
+    return tasks
+
+
+def _upstream(spec, name: str) -> set[str]:
+    """Tasks `name` depends on, through DAG groups resolved to their tasks."""
+    tasks = _all_tasks(spec)
+    out = set()
+    for dep in tasks[name].dependent_tasks:
+        out.add(dep)
+    return out
+
+
+def test_dag_follows_the_recipe(compiled):
+    spec = compiled["spec"]
+    tasks = _all_tasks(spec)
+    for step in (
+        "fetch-weights",
+        "validate",
+        "normalize",
+        "extract-vq",
+        "build-dataset",
+        "lora-train",
+        "merge-lora",
+    ):
+        assert step in tasks, f"step {step} missing from the compiled pipeline"
+    expected = {
+        "fetch-data": {"content-hash"},
+        "validate": {"content-hash", "fetch-data"},
+        "normalize": {"content-hash", "fetch-data", "validate"},
+        "build-dataset": {"content-hash", "normalize", "for-loop-2"},
+        "lora-train": {"content-hash", "build-dataset", "fetch-weights"},
+        "merge-lora": {"fetch-weights", "lora-train"},
+        "condition-3": {"merge-lora"},
+    }
+    for step, ups in expected.items():
+        assert _upstream(spec, step) == ups, step
+    loop = tasks["for-loop-2"]
+    assert loop.parameter_iterator.items.input_parameter == "pipelinechannel--plan-shards-Output"
+    assert {"normalize", "fetch-weights", "plan-shards"} <= set(loop.dependent_tasks)
+    assert "extract-vq" in spec.components["comp-for-loop-2"].dag.tasks
+    # build-dataset collects every shard's codes
+    codes = tasks["build-dataset"].inputs.artifacts["codes"]
+    assert codes.task_output_artifact.producer_task == "for-loop-2"
+    assert spec.components["comp-build-dataset"].input_definitions.artifacts["codes"].is_artifact_list
+    # the condition runs publish; the exit handler wraps everything and runs report-status
+    assert "publish" in spec.components["comp-condition-3"].dag.tasks
+    root = spec.root.dag.tasks
+    assert set(root) == {"exit-handler-1", "report-status"}
+    assert (
+        root["report-status"].trigger_policy.strategy
+        == root["report-status"].trigger_policy.ALL_UPSTREAM_TASKS_COMPLETED
+    )
+    assert (
+        root["report-status"].inputs.parameters["status"].task_final_status.producer_task == "exit-handler-1"
+    )
+
+
+def test_artifact_types(compiled):
+    comps = compiled["spec"].components
+    expected = {
+        "fetch-weights": {"model": "system.Model"},
+        "fetch-data": {"data": "system.Dataset"},
+        "validate": {"report": "system.Markdown", "metrics": "system.Metrics"},
+        "normalize": {"normalized": "system.Dataset", "metrics": "system.Metrics"},
+        "extract-vq": {"codes": "system.Dataset", "metrics": "system.Metrics"},
+        "build-dataset": {"protos": "system.Dataset", "metrics": "system.Metrics"},
+        "lora-train": {"lora": "system.Model", "metrics": "system.Metrics", "loss_plot": "system.HTML"},
+        "merge-lora": {"merged": "system.Model"},
+        "report-status": {"report": "system.Markdown"},
+    }
+    for step, outputs in expected.items():
+        defs = comps[f"comp-{step}"].output_definitions.artifacts
+        assert {k: v.artifact_type.schema_title for k, v in defs.items()} == outputs, step
+    inputs = {
+        "extract-vq": {"data": "system.Dataset", "weights": "system.Model"},
+        "lora-train": {"protos": "system.Dataset", "base_model": "system.Model"},
+        "merge-lora": {"base_model": "system.Model", "lora": "system.Model"},
+    }
+    for step, ins in inputs.items():
+        defs = comps[f"comp-{step}"].input_definitions.artifacts
+        assert {k: v.artifact_type.schema_title for k, v in defs.items()} == ins, step
+
+
+def test_parameters(compiled):
+    params = compiled["spec"].root.input_definitions.parameters
+    for name in (
+        "data_source",
+        "base_model",
+        "base_revision",
+        "lora_config",
+        "max_steps",
+        "batch_size",
+        "accumulate_grad_batches",
+        "learning_rate",
+        "val_fraction",
+        "checkpoint",
+        "accelerator_type",
+        "accelerator_count",
+        "gpu_node_selector",
+        "gpu_tolerations",
+        "num_vq_shards",
+        "publish_destination",
+        "checkpoint_root",
+        "workspace_pvc",
+    ):
+        assert name in params, name
+    from kfp.pipeline_spec.pipeline_spec_pb2 import ParameterType
+
+    assert params["gpu_node_selector"].parameter_type == ParameterType.STRUCT
+    assert params["gpu_tolerations"].parameter_type == ParameterType.LIST
+    assert params["max_steps"].default_value.number_value == 1000
+
+
+def test_gpu_steps_platform_settings(compiled):
+    for step in GPU_STEPS:
+        resources = compiled["containers"][step]["resources"]["accelerator"]
+        assert resources["resourceType"] == "{{$.inputs.parameters['pipelinechannel--accelerator_type']}}"
+        assert resources["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--accelerator_count']}}"
+        cfg = compiled["k8s"][step]
+        assert (
+            cfg.node_selector.node_selector_json.component_input_parameter
+            == "pipelinechannel--gpu_node_selector"
+        )
+        assert [t.toleration_json.component_input_parameter for t in cfg.tolerations] == [
+            "pipelinechannel--gpu_tolerations"
+        ]
+        shm = [m for m in cfg.empty_dir_mounts if m.mount_path == "/dev/shm"]
+        assert len(shm) == 1 and shm[0].medium == "Memory"
+    for step in CPU_STEPS:
+        assert "accelerator" not in compiled["containers"][step].get("resources", {}), step
+        cfg = compiled["k8s"].get(step)
+        assert cfg is None or not cfg.tolerations, step
+
+
+def test_channels_reach_the_nested_dags(compiled):
+    """Every `{{$.inputs.parameters[...]}}` a task uses is an input of the DAG that holds it.
+
+    (KFP's compiler does not add a channel used only in set_accelerator_* to a nested DAG's inputs,
+    which breaks the run; the components take the accelerator settings as inputs to avoid that.)
+    """
+    spec = compiled["spec"]
+    for comp_name, comp in spec.components.items():
+        if not comp.HasField("dag"):
+            continue
+        available = set(comp.input_definitions.parameters)
+        for task_name, task in comp.dag.tasks.items():
+            for pname, param in task.inputs.parameters.items():
+                if param.HasField("component_input_parameter"):
+                    assert param.component_input_parameter in available, (comp_name, task_name, pname)
+
+
+def test_secrets_by_reference_only(compiled):
+    import pipeline
+
+    text = compiled["text"]
+    for value in SENTINELS.values():
+        assert value not in text
+    for step in STORAGE_STEPS:
+        cfg = compiled["k8s"][step]
+        names = {s.secret_name_parameter.runtime_value.constant.string_value for s in cfg.secret_as_env}
+        assert names == set(pipeline.SECRET_ENV), step
+        for s in cfg.secret_as_env:
+            assert s.optional
+            assert {m.env_var for m in s.key_to_env} == set(pipeline.SECRET_ENV[s.secret_name])
+        vols = [v.secret_name_parameter.runtime_value.constant.string_value for v in cfg.secret_as_volume]
+        assert vols == [pipeline.GCS_SECRET]
+        env = {e["name"]: e["value"] for e in compiled["containers"][step].get("env", [])}
+        assert env == {"GOOGLE_APPLICATION_CREDENTIALS": f"{pipeline.GCS_MOUNT}/{pipeline.GCS_KEY_FILE}"}
+    for step in ("validate", "normalize", "build-dataset", "extract-vq", "merge-lora"):
+        cfg = compiled["k8s"].get(step)
+        assert cfg is None or not (cfg.secret_as_env or cfg.secret_as_volume), step
+
+
+def test_checkpoints_on_the_workspace_pvc_and_retries(compiled):
+    import pipeline
+
+    cfg = compiled["k8s"]["lora-train"]
+    mounts = {m.mount_path: m.pvc_name_parameter.component_input_parameter for m in cfg.pvc_mount}
+    assert mounts == {pipeline.WORKSPACE_MOUNT: "pipelinechannel--workspace_pvc"}
+    params = compiled["spec"].root.input_definitions.parameters
+    assert params["checkpoint_root"].default_value.string_value.startswith(pipeline.WORKSPACE_MOUNT + "/")
+    tasks = _all_tasks(compiled["spec"])
+    for step in GPU_STEPS:
+        policy = tasks[step].retry_policy
+        assert policy.max_retry_count == 3 and policy.backoff_factor == 2.0, step
+        assert policy.backoff_duration.seconds == 60
+    for step in ("content-hash", "fetch-data", "fetch-weights"):
+        assert tasks[step].retry_policy.max_retry_count >= 1, step
+
+
+def test_caching_keyed_on_content(compiled):
+    tasks = _all_tasks(compiled["spec"])
+    assert not tasks["content-hash"].caching_options.enable_cache
+    assert not tasks["publish"].caching_options.enable_cache
+    assert not compiled["spec"].root.dag.tasks["report-status"].caching_options.enable_cache
+    for step in ("fetch-data", "validate", "normalize", "build-dataset", "lora-train"):
+        task = tasks[step]
+        assert task.caching_options.enable_cache, step
+        param = task.inputs.parameters["content_hash"]
+        assert param.task_output_parameter.producer_task == "content-hash", step
+    # inside the loop the hash arrives as a loop input that the loop task takes from content-hash
+    inner = tasks["extract-vq"].inputs.parameters["content_hash"].component_input_parameter
+    outer = tasks["for-loop-2"].inputs.parameters[inner]
+    assert outer.task_output_parameter.producer_task == "content-hash"
+    assert tasks["extract-vq"].caching_options.enable_cache
+    # fetch-data has no input artifact: its cache key is (source, hash) only
+    assert not tasks["fetch-data"].inputs.artifacts
+
+
+def test_images_and_no_runtime_installs(compiled):
+    import components
+
+    for step, container in compiled["containers"].items():
+        expected = components.GPU_IMAGE if step in GPU_STEPS else components.CPU_IMAGE
+        assert container["image"] == expected, step
+        assert "pip install" not in json.dumps(container), step
+
+
+def test_image_ref_pins_recorded_digest(tmp_path, monkeypatch):
+    from components import images
+
+    config = json.loads(images.IMAGES_JSON.read_text())
+    config["digests"] = {f"reg.example/team/{config['images']['gpu']['name']}:v2": "sha256:" + "a" * 64}
+    path = tmp_path / "images.json"
+    path.write_text(json.dumps(config))
+    monkeypatch.setattr(images, "IMAGES_JSON", path)
+    monkeypatch.delenv("IMAGE_REGISTRY", raising=False)
+    monkeypatch.delenv("IMAGE_TAG", raising=False)
+    gpu = config["images"]["gpu"]["name"]
+    assert images.image_ref("gpu", "reg.example/team", "v2") == f"reg.example/team/{gpu}:v2@sha256:{'a' * 64}"
+    assert images.image_ref("cpu", "reg.example/team", "v2").endswith(":v2")
+    monkeypatch.setenv("IMAGE_REGISTRY", "other.example")
+    monkeypatch.setenv("IMAGE_TAG", "t9")
+    assert images.image_ref("cpu") == f"other.example/{config['images']['cpu']['name']}:t9"
+    with pytest.raises(KeyError, match="tpu"):
+        images.image_ref("tpu")
+
+
+def test_parse_params():
+    import pipeline
+
+    got = pipeline.parse_params(
+        [
+            "max_steps=7",
+            "learning_rate=2e-4",
+            'gpu_node_selector={"pool": "a100"}',
+            "data_source=s3://b/clips",
+        ]
+    )
+    assert got == {
+        "max_steps": 7,
+        "learning_rate": 2e-4,
+        "gpu_node_selector": {"pool": "a100"},
+        "data_source": "s3://b/clips",
+    }
+    with pytest.raises(SystemExit, match="unknown parameter"):
+        pipeline.parse_params(["nope=1"])
+    with pytest.raises(SystemExit, match="max_steps"):
+        pipeline.parse_params(["max_steps=many"])
+    with pytest.raises(SystemExit, match="gpu_tolerations"):
+        pipeline.parse_params(['gpu_tolerations={"not": "a list"}'])
+    with pytest.raises(SystemExit, match="NAME=VALUE"):
+        pipeline.parse_params(["max_steps"])
+
+
+def test_compile_command(tmp_path):
+    out = tmp_path / "sub" / "pipeline.yaml"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "pipeline.py"),
+            "--compile",
+            "--output",
+            str(out),
+            "--registry",
+            "r.example/x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert str(out) in proc.stdout
+    spec = yaml.safe_load_all(out.read_text())
+    images = {e["container"]["image"] for e in next(spec)["deploymentSpec"]["executors"].values()}
+    assert images and all(i.startswith("r.example/x/fish-speech-kfp-") for i in images)
+    assert not list(out.parent.glob(".tmp-*"))
