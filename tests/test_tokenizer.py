@@ -157,3 +157,14 @@ def test_tiny_tokenizer_in_real_format(tmp_path: Path) -> None:
     assert ids[-3:] == [tok.im_end_id, tok.voice_id, tok.semantic_begin_id + 7]
     assert len(ids) < len(text.encode()) - 20  # merges were learned: fewer tokens than bytes
     assert train_tiny_bpe() == train_tiny_bpe()  # deterministic
+
+
+def test_fast_special_split_equals_tiktoken(tok: FishTokenizer) -> None:
+    import random
+
+    fragments = ["<|im_end|>", "<|semantic:7|>", "<|semantic:4096|>", "<|", "|>", "<", "|", ">", "<|x|>"]
+    fragments += ["Hello", " world", "你好", "  ", "\n", "'s", "123", "?!", "<|voice|>", "<|speaker:user|>"]
+    rng = random.Random(0)
+    for _ in range(300):
+        text = "".join(rng.choice(fragments) for _ in range(rng.randint(0, 12)))
+        assert tok.encode(text) == tok._encoding.encode(text, allowed_special="all"), text

@@ -10,6 +10,7 @@ import base64
 import json
 import logging
 import os
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -64,6 +65,8 @@ IM_END = "<|im_end|>"
 VOICE = "<|voice|>"
 END_OF_TEXT = "<|end_of_text|>"
 _ENCODE_CHUNK = 400_000  # characters per tiktoken call, as upstream
+# Shape of every built-in special token; no "<", ">" or "|" inside, so such tokens never overlap.
+_SPECIAL_CANDIDATE = re.compile(r"<\|[^<>|]*\|>")
 
 
 def semantic_token(code: int) -> str:
@@ -136,6 +139,7 @@ class FishTokenizer:
         self.im_end_id = self.special_tokens[IM_END]
         self.voice_id = self.special_tokens[VOICE]
         self.end_of_text_id = self.special_tokens[END_OF_TEXT]
+        self._simple_specials = all(_SPECIAL_CANDIDATE.fullmatch(t) for t in self.special_tokens)
 
     @property
     def semantic_end_id(self) -> int:
@@ -183,7 +187,27 @@ class FishTokenizer:
         """Token ids of `text`; special tokens written in it become their ids (never an error)."""
         ids: list[int] = []
         for start in range(0, len(text), _ENCODE_CHUNK):
-            ids.extend(self._encoding.encode(text[start : start + _ENCODE_CHUNK], allowed_special="all"))
+            ids.extend(self._encode_chunk(text[start : start + _ENCODE_CHUNK]))
+        return ids
+
+    def _encode_chunk(self, text: str) -> list[int]:
+        # tiktoken's `allowed_special="all"` hands the whole 4111-token set to Rust on every call
+        # (~0.5 ms). When every special token looks like `<|...|>`, no two can overlap, so splitting at
+        # them here and BPE-encoding the text between gives the same ids about 100x faster.
+        if not self._simple_specials:
+            return self._encoding.encode(text, allowed_special="all")
+        ids: list[int] = []
+        last = 0
+        for match in _SPECIAL_CANDIDATE.finditer(text):
+            special = self.special_tokens.get(match.group(0))
+            if special is None:
+                continue
+            if match.start() > last:
+                ids.extend(self._encoding.encode_ordinary(text[last : match.start()]))
+            ids.append(special)
+            last = match.end()
+        if last < len(text):
+            ids.extend(self._encoding.encode_ordinary(text[last:]))
         return ids
 
     def decode(self, ids: list[int]) -> str:
