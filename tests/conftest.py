@@ -11,7 +11,6 @@ import soundfile as sf
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_VOICE = REPO / "examples" / "demo-voice"
-TEST_DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +21,11 @@ def demo_voice() -> Path:
     return DEMO_VOICE
 
 
-def speech_like(seconds: float, sr: int, seed: int = 0, channels: int = 1, level: float = 0.3) -> np.ndarray:
+# Test modules take helpers as fixtures, never `from conftest import ...`: tests/reliability/ has
+# its own conftest.py, and whichever pytest imported last owns the module name "conftest".
+
+
+def _speech_like(seconds: float, sr: int, seed: int = 0, channels: int = 1, level: float = 0.3) -> np.ndarray:
     """A deterministic voiced-sounding signal (harmonics with a syllable envelope), (samples, channels)."""
     rng = np.random.default_rng(seed)
     n = int(round(seconds * sr))
@@ -34,6 +37,12 @@ def speech_like(seconds: float, sr: int, seed: int = 0, channels: int = 1, level
     x = level * x / max(np.max(np.abs(x)), 1e-9)
     out = np.stack([x * (1.0 - 0.2 * c) for c in range(channels)], axis=1)
     return out.astype(np.float32)
+
+
+@pytest.fixture
+def speech_like() -> Callable[..., np.ndarray]:
+    """speech_like(seconds, sr, seed=0, channels=1, level=0.3) -> float32 (samples, channels)."""
+    return _speech_like
 
 
 @pytest.fixture
@@ -57,7 +66,7 @@ def write_clip() -> Callable[..., Path]:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if data is None:
-            data = speech_like(seconds, sr, seed=seed, channels=channels)
+            data = _speech_like(seconds, sr, seed=seed, channels=channels)
         sf.write(path, data, sr, subtype=subtype)
         if text is not None:
             path.with_suffix(".lab").write_text(text, encoding="utf-8")

@@ -6,12 +6,12 @@ import hashlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import TEST_DATA, speech_like
 
 from fish_speech.audio import (
     AUDIO_EXTENSIONS,
@@ -26,14 +26,15 @@ from fish_speech.audio import (
 )
 from fish_speech.errors import UserError
 
-GOLDEN = json.loads((TEST_DATA / "audio" / "resampled.json").read_text())
+AUDIO_DATA = Path(__file__).resolve().parent / "data" / "audio"
+GOLDEN = json.loads((AUDIO_DATA / "resampled.json").read_text())
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN))
 def test_resample_is_bit_identical_to_upstream(name):
     """Upstream's resampled waveform (golden codec intermediates): same length, same bytes."""
     info = GOLDEN[name]
-    wav, sr = load_audio(TEST_DATA / "audio" / name)
+    wav, sr = load_audio(AUDIO_DATA / name)
     assert (sr, wav.shape) == (info["sample_rate"], (info["channels"], info["samples"]))
     out = resample(torch.from_numpy(downmix(wav)), sr, 44100)
     assert out.dtype == torch.float32
@@ -133,7 +134,7 @@ def test_load_audio_scales_pcm16_and_keeps_channels(tmp_path):
 
 
 @pytest.mark.parametrize("suffix", [".flac", ".ogg", ".mp3"])
-def test_load_audio_compressed_formats(tmp_path, suffix):
+def test_load_audio_compressed_formats(tmp_path, suffix, speech_like):
     data = speech_like(0.5, 22050, channels=2)
     path = tmp_path / f"x{suffix}"
     sf.write(path, data, 22050)
@@ -152,7 +153,7 @@ def test_unreadable_audio_names_the_file(tmp_path, name):
         audio_stats(path)
 
 
-def test_truncated_flac_is_detected(tmp_path):
+def test_truncated_flac_is_detected(tmp_path, speech_like):
     path = tmp_path / "cut.flac"
     sf.write(path, speech_like(2.0, 44100), 44100)
     raw = path.read_bytes()

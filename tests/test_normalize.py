@@ -14,7 +14,6 @@ import numpy as np
 import pyloudnorm
 import pytest
 import soundfile as sf
-from conftest import speech_like
 
 from fish_speech.cli import main
 from fish_speech.dataset import normalize as norm
@@ -64,7 +63,7 @@ def test_targets_are_configurable(tmp_path, write_clip):
     assert np.max(np.abs(got - expected_fap(src, peak=-3.0, loudness=-18.0))) < 1e-4
 
 
-def test_bad_clips_are_reported_not_written(tmp_path, write_clip):
+def test_bad_clips_are_reported_not_written(tmp_path, write_clip, speech_like):
     src = tmp_path / "in" / "s"
     write_clip(src / "good.wav")
     write_clip(src / "rate8k.wav", sr=8000)

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import speech_like
 
 from fish_speech.cli import main
 from fish_speech.dataset.discover import find_audio_files, find_clips
@@ -85,7 +84,7 @@ def test_find_clips_pairs_lab_and_speaker(tmp_path, write_clip):
 
 
 @pytest.fixture
-def bad_data(tmp_path, write_clip):
+def bad_data(tmp_path, write_clip, speech_like):
     """A data folder with one clip per skip reason, plus unusual but usable clips."""
     root = tmp_path / "data"
     outside = tmp_path / "outside"
@@ -191,7 +190,7 @@ def test_workers_give_the_same_report(bad_data):
     assert one.to_json() == two.to_json()
 
 
-def test_clipping_share_is_reported(tmp_path, write_clip):
+def test_clipping_share_is_reported(tmp_path, write_clip, speech_like):
     data = speech_like(1.0, 16000)
     data[:800] = 1.0
     write_clip(tmp_path / "s" / "loud.wav", sr=16000, data=data)
@@ -241,7 +240,7 @@ def test_rerun_is_idempotent(demo_voice, tmp_path):
     assert a.read_bytes() == b.read_bytes()
 
 
-def test_unreadable_format_is_a_skip_not_a_crash(tmp_path):
+def test_unreadable_format_is_a_skip_not_a_crash(tmp_path, speech_like):
     s = tmp_path / "spk"
     s.mkdir()
     (s / "clip.m4a").write_bytes(b"\x00\x00\x00\x18ftypM4A " + bytes(200))
