@@ -215,6 +215,8 @@ def test_cli_exit_status_and_messages(bad_data, tmp_path, capsys, write_clip):
     (tmp_path / "empty").mkdir()
     assert main(["validate", str(tmp_path / "empty")]) == 2
     assert "no audio files found" in capsys.readouterr().err
+    assert main(["validate", str(bad_data), "--num-workers", "0"]) == 2
+    assert "--num-workers must be at least 1" in capsys.readouterr().err
     (tmp_path / "file.wav").write_bytes(b"")
     assert main(["validate", str(tmp_path / "file.wav")]) == 2
     assert "not a folder" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 HELP = "check every clip (transcript, decoding, length, level) and report ok / skipped with the reason"
 
@@ -21,12 +22,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip clips longer than S seconds (default 190: the longest input the codec encoder accepts; 0 = no limit)",
     )
     parser.add_argument(
-        "--num-workers", type=int, default=1, metavar="N", help="decode in N processes (default 1)"
+        "--num-workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="decode in N processes (default: CPUs)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
     from fish_speech.dataset.validate import validate_dir, write_report
+    from fish_speech.errors import UserError
+
+    if args.num_workers < 1:
+        raise UserError(f"--num-workers must be at least 1, got {args.num_workers}")
 
     report = validate_dir(args.data_dir, max_seconds=args.max_seconds, num_workers=args.num_workers)
     write_report(report, args.report, args.json)

@@ -27,7 +27,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from fish_speech.dataset.validate import DEFAULT_MAX_SECONDS, Report, validate_dir
+from fish_speech.dataset.validate import DEFAULT_MAX_SECONDS, MIN_JOBS_FOR_POOL, Report, validate_dir
 from fish_speech.errors import UserError
 from fish_speech.fileio import atomic_path, atomic_write_bytes, atomic_write_text
 
@@ -285,7 +285,7 @@ def normalize_dir(
         jobs.append((os.fspath(r.clip.audio), os.fspath(r.clip.lab), os.fspath(dst), r.path, out_rel))
     args = [(*j, settings, overwrite) for j in jobs]
     bar = dict(total=len(args), desc="normalize", unit="clip", disable=not progress)
-    if num_workers > 1 and len(args) > 1:
+    if num_workers > 1 and len(args) > MIN_JOBS_FOR_POOL:
         with ProcessPoolExecutor(max_workers=min(num_workers, len(args))) as pool:
             futures = [pool.submit(_normalize_star, a) for a in args]
             for _ in tqdm(as_completed(futures), **bar):

@@ -38,6 +38,7 @@ SILENCE_DBFS = -60.0
 MAX_LAB_BYTES = 64 * 1024  # a transcript for a clip of a few minutes is a few KB
 CODEC_SAMPLE_RATE = 44100
 CLIPPING_WARN_SHARE = 0.001
+MIN_JOBS_FOR_POOL = 8  # below this, starting worker processes costs more than it saves
 
 # Skip reason codes -> what they mean (the report's legend, and the README's table).
 REASONS: dict[str, str] = {
@@ -294,7 +295,7 @@ def validate_dir(
         )
     jobs = [(c, max_seconds) for c in clips]
     bar = dict(total=len(jobs), desc="validate", unit="clip", disable=not progress)
-    if num_workers > 1 and len(jobs) > 1:
+    if num_workers > 1 and len(jobs) > MIN_JOBS_FOR_POOL:
         with ProcessPoolExecutor(max_workers=min(num_workers, len(jobs))) as pool:
             results = list(tqdm(pool.map(_validate_star, jobs, chunksize=8), **bar))
     else:
