@@ -331,3 +331,34 @@ def test_reference_outputs_tool(tmp_path: Path) -> None:
         np.testing.assert_allclose(np.load(tmp_path / f"base.{suffix}.npy"), ref, atol=ATOL, rtol=0)
     ref = np.load(DATA / "logits" / "base.generate.stride7.npy")
     np.testing.assert_allclose(np.load(tmp_path / "base.generate.npy")[:, :, ::7], ref, atol=ATOL, rtol=0)
+
+
+def test_alternative_config_branches() -> None:
+    """Tied head, biases, fast projection (fast_dim != dim) and a fast q/k norm build and run."""
+    config = ModelConfig(
+        vocab_size=4672, n_layer=1, n_head=4, n_local_heads=1, head_dim=16, dim=64, intermediate_size=64,
+        max_seq_len=64, tie_word_embeddings=True, attention_qkv_bias=True, attention_o_bias=True,
+        codebook_size=64, num_codebooks=3, n_fast_layer=1, fast_dim=32, fast_n_head=2, fast_head_dim=16,
+        fast_attention_qk_norm=True,
+    )  # fmt: skip
+    assert config.fast_attention_qkv_bias and config.fast_n_local_heads == 1
+    shapes = expected_t2s_state_dict_shapes(config)
+    assert "output.weight" not in shapes
+    assert shapes["fast_project_in.weight"][0] == (32, 64) and shapes["fast_project_in.bias"][0] == (32,)
+    assert shapes["layers.0.attention.wqkv.bias"][0] == ((4 + 2) * 16,)
+    assert "fast_layers.0.attention.q_norm.weight" in shapes
+    torch.manual_seed(0)
+    model = DualARTransformer(config, 527, 4622)
+    assert list(model.state_dict()) == list(shapes)
+    inp = torch.zeros(2, 4, 10, dtype=torch.long)
+    inp[:, 0, :4] = torch.randint(0, 512, (2, 4))
+    inp[:, 0, 4:] = 527 + torch.randint(0, 64, (2, 6))
+    inp[:, 1:, 4:] = torch.randint(0, 64, (2, 3, 6))
+    labels = torch.full_like(inp, -100)
+    labels[:, :, :-1] = inp[:, :, 1:]
+    token_logits, codebook_logits = model(inp, labels)
+    assert token_logits.shape == (2, 10, 4672) and codebook_logits.shape == (2 * 6, 3, 64)
+    logits, hidden = model.forward_generate(inp)
+    assert hidden.shape == (2, 10, 32)
+    # no scaling configured: inference and training logits agree everywhere
+    torch.testing.assert_close(logits, token_logits)
