@@ -101,9 +101,13 @@ def to_markdown(rows: Sequence[Row], machine: dict) -> str:
         "| benchmark | ours | baseline | unit | ratio (ours/baseline) | note |",
         "|---|---:|---:|---|---:|---|",
     ]
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
     for r in rows:
         lines.append(
-            f"| {r.name} | {_fmt(r.ours)} | {_fmt(r.baseline)} | {r.unit} | {_fmt(r.ratio)} | {r.note} |"
+            f"| {cell(r.name)} | {_fmt(r.ours)} | {_fmt(r.baseline)} | {cell(r.unit)} | {_fmt(r.ratio)} | {cell(r.note)} |"
         )
     lines.append("")
     lines.append(

@@ -268,3 +268,20 @@ def test_nothing_usable_is_a_clear_error_and_keeps_the_old_output(tmp_path, caps
         build_dataset([data], tmp_path / "out")
     with pytest.raises(UserError, match="missing: input folder or filelist does not exist"):
         build_dataset([tmp_path / "missing"], tmp_path / "out")
+
+
+def test_assembled_group_equals_protobuf_serialization(tmp_path):
+    from fish_speech.dataset.build_dataset import Clip, Group, assemble_group, pack_clip
+    from fish_speech.dataset.protos import Semantics, Sentence, TextData
+
+    clips = []
+    for i, frames in enumerate([1, 60, 700]):  # sentence sizes below and above one varint byte
+        np.save(tmp_path / f"{i}.npy", codes(frames, rows=10, seed=i) * 60)
+        clips.append(Clip(tmp_path / f"{i}.npy", [f"text {i}", ""]))
+    for source, name in [("folder", "SPK"), ("filelist", ""), ("", "")]:
+        group = Group(source, name, clips)
+        message = TextData(source=source, name=name)
+        for c in clips:
+            rows = np.load(c.codes).tolist()
+            message.sentences.append(Sentence(texts=c.texts, semantics=[Semantics(values=r) for r in rows]))
+        assert assemble_group(group, [pack_clip(c, 10)[0] for c in clips]) == message.SerializeToString()

@@ -261,25 +261,54 @@ class PackedGroup:
     skipped: list[Skip]
 
 
+def pack_clip(clip: Clip, num_codebooks: int | None) -> tuple[bytes, int] | Skip:
+    """One clip as a serialized `Sentence` and its frame count, or the reason it is skipped."""
+    codes = load_codes(clip.codes, num_codebooks)
+    if isinstance(codes, str):
+        return Skip(str(clip.codes), codes)
+    sentence = Sentence(texts=clip.texts, semantics=[Semantics(values=row) for row in codes.tolist()])
+    return sentence.SerializeToString(), int(codes.shape[1])
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_SENTENCES_TAG = bytes([(4 << 3) | 2])  # TextData.sentences: field 4, length-delimited
+
+
+def assemble_group(group: Group, sentences: Sequence[bytes]) -> bytes:
+    """The serialized `TextData` of `group` from its serialized sentences.
+
+    Protobuf writes fields in number order and a repeated message field as one tag + length +
+    payload per element, so this equals building the message and calling `SerializeToString()`
+    (the tests compare both); it lets workers serialize clips in parallel within one group.
+    """
+    parts = [TextData(source=group.source, name=group.name).SerializeToString()]
+    for sentence in sentences:
+        parts += [_SENTENCES_TAG, _varint(len(sentence)), sentence]
+    return b"".join(parts)
+
+
 def pack_group(group: Group, num_codebooks: int | None) -> PackedGroup:
-    """Load each clip's codes and serialize the group as one `TextData`."""
-    message = TextData(source=group.source, name=group.name)
-    frames = 0
-    skipped = []
-    for clip in group.clips:
-        codes = load_codes(clip.codes, num_codebooks)
-        if isinstance(codes, str):
-            skipped.append(Skip(str(clip.codes), codes))
-            continue
-        message.sentences.append(
-            Sentence(texts=clip.texts, semantics=[Semantics(values=row) for row in codes.tolist()])
-        )
-        frames += codes.shape[1]
-    return PackedGroup(message.SerializeToString(), group.name, len(message.sentences), frames, skipped)
+    """Load each clip's codes and serialize the group as one `TextData` (in this process)."""
+    return _collect(group, [pack_clip(clip, num_codebooks) for clip in group.clips])
 
 
-def _pack_task(task: tuple[Group, int | None]) -> PackedGroup:
-    return pack_group(*task)
+def _collect(group: Group, results: Sequence[tuple[bytes, int] | Skip]) -> PackedGroup:
+    kept = [r for r in results if not isinstance(r, Skip)]
+    skipped = [r for r in results if isinstance(r, Skip)]
+    record = assemble_group(group, [sentence for sentence, _ in kept])
+    return PackedGroup(record, group.name, len(kept), sum(frames for _, frames in kept), skipped)
+
+
+def _pack_task(task: tuple[Clip, int | None]) -> tuple[bytes, int] | Skip:
+    return pack_clip(*task)
 
 
 def _init_worker() -> None:
@@ -303,16 +332,27 @@ def infer_num_codebooks(groups: Iterable[Group]) -> int | None:
 def pack_groups(
     groups: Sequence[Group], num_codebooks: int | None, num_workers: int
 ) -> Iterator[PackedGroup]:
-    """Packed groups in the order given, using `num_workers` processes when more than one."""
-    tasks = [(group, num_codebooks) for group in groups]
+    """Packed groups in the order given; clips are packed by `num_workers` processes when more than one.
+
+    Work is split per clip (not per group), so a single-speaker dataset uses every worker too.
+    """
+    tasks = [(clip, num_codebooks) for group in groups for clip in group.clips]
     if num_workers <= 1 or len(tasks) <= 1:
-        yield from map(_pack_task, tasks)
+        results: Iterator = map(_pack_task, tasks)
+        yield from _regroup(groups, results)
         return
+    workers = min(num_workers, len(tasks))
+    chunksize = max(1, min(64, len(tasks) // (workers * 8)))
     with multiprocessing.get_context("fork" if os.name == "posix" else "spawn").Pool(
-        min(num_workers, len(tasks)), initializer=_init_worker
+        workers, initializer=_init_worker
     ) as pool:
         # imap (not imap_unordered): the output order never depends on the number of workers.
-        yield from pool.imap(_pack_task, tasks, chunksize=1)
+        yield from _regroup(groups, pool.imap(_pack_task, tasks, chunksize=chunksize))
+
+
+def _regroup(groups: Sequence[Group], results: Iterator) -> Iterator[PackedGroup]:
+    for group in groups:
+        yield _collect(group, [next(results) for _ in group.clips])
 
 
 # --------------------------------------------------------------------------------------------------
