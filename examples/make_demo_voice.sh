@@ -4,7 +4,8 @@
 #
 # The result is committed; this script is only needed to change it. Requirements:
 #   apt-get update && apt-get install -y espeak-ng sox ffmpeg libsox-fmt-mp3
-# Output bytes depend on the espeak-ng / sox / lame versions; the content does not.
+# sox runs with -R (fixed random seed for noise and dither): reruns give identical bytes with the same
+# espeak-ng / sox / lame versions.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -15,7 +16,11 @@ done
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-rm -rf "$out"
+# Remove only what an earlier run made (never a whole folder someone pointed us at by mistake).
+if [ -d "$out" ]; then
+  find "$out" -mindepth 2 -maxdepth 2 -type f \( -name '*.wav' -o -name '*.flac' -o -name '*.mp3' -o -name '*.lab' \) -delete
+  find "$out" -mindepth 1 -type d -empty -delete
+fi
 mkdir -p "$out"
 
 # say SPEAKER NAME VOICE PITCH SPEED FORMAT TEXT
@@ -27,21 +32,21 @@ say() {
   espeak-ng -v "$voice" -p "$pitch" -s "$speed" -w "$raw" "$text"
   # trim leading/trailing silence, leave 80 ms each side, add faint noise so no sample is exact zero
   local clean="$tmp/$speaker-$name-clean.wav"
-  sox "$raw" "$clean" silence 1 0.02 0.5% reverse silence 1 0.02 0.5% reverse pad 0.08 0.08
+  sox -R "$raw" "$clean" silence 1 0.02 0.5% reverse silence 1 0.02 0.5% reverse pad 0.08 0.08
   local noise="$tmp/$speaker-$name-noise.wav"
-  sox "$clean" "$noise" synth whitenoise vol 0.002
+  sox -R "$clean" "$noise" synth whitenoise vol 0.002
   local mixed="$tmp/$speaker-$name-mixed.wav"
-  sox -m "$clean" "$noise" "$mixed" norm -3
+  sox -R -m "$clean" "$noise" "$mixed" norm -3
   case "$format" in
-    wav22k) sox "$mixed" -b 16 -r 22050 "$dir/$name.wav" ;;
-    wav44k) sox "$mixed" -b 16 -r 44100 "$dir/$name.wav" ;;
-    flac44k) sox "$mixed" -b 16 -r 44100 "$dir/$name.flac" ;;
-    flac16k) sox "$mixed" -b 16 -r 16000 "$dir/$name.flac" ;;
+    wav22k) sox -R "$mixed" -b 16 -r 22050 "$dir/$name.wav" ;;
+    wav44k) sox -R "$mixed" -b 16 -r 44100 "$dir/$name.wav" ;;
+    flac44k) sox -R "$mixed" -b 16 -r 44100 "$dir/$name.flac" ;;
+    flac16k) sox -R "$mixed" -b 16 -r 16000 "$dir/$name.flac" ;;
     mp3) ffmpeg -loglevel error -y -i "$mixed" -ar 44100 -ac 1 -codec:a libmp3lame -b:a 64k "$dir/$name.mp3" ;;
     stereo44k)
       # right channel: the same speech 6 dB lower and 5 ms later, like a second microphone
-      sox "$mixed" "$tmp/right.wav" vol 0.5 delay 0.005 trim 0 "$(soxi -D "$mixed")"
-      sox -M "$mixed" "$tmp/right.wav" -b 16 -r 44100 "$dir/$name.wav"
+      sox -R "$mixed" "$tmp/right.wav" vol 0.5 delay 0.005 trim 0 "$(soxi -D "$mixed")"
+      sox -R -M "$mixed" "$tmp/right.wav" -b 16 -r 44100 "$dir/$name.wav"
       ;;
     *) echo "unknown format $format" >&2; exit 2 ;;
   esac
