@@ -678,6 +678,17 @@ class Codec(nn.Module):
     def device(self) -> torch.device:
         return self.quantizer.pre_module.freqs_cis.device
 
+    @property
+    def has_decoder(self) -> bool:
+        return self.decoder is not None
+
+    def drop_decoder(self) -> Codec:
+        """Remove the decode-only parts (decoder, post-module, up-sampling): half the weights of S1-mini."""
+        self.decoder = None
+        self.quantizer.post_module = None
+        self.quantizer.upsample = None
+        return self
+
     def frames_for(self, samples: int) -> int:
         """Code frames for `samples` input samples at 44.1 kHz: ceil(N / 2048)."""
         return -(-int(samples) // self.config.frame_length)
@@ -759,5 +770,7 @@ class Codec(nn.Module):
             raise ValueError(
                 f"expected codes shaped (B, {self.config.num_codebooks}, F), got {tuple(codes.shape)}"
             )
+        if not self.has_decoder:
+            raise RuntimeError("this codec was loaded with encode_only=True and cannot decode")
         with parametrize.cached():
             return self.decoder(self.quantizer.decode(codes.to(self.device, torch.long)))

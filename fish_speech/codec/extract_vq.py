@@ -1,0 +1,342 @@
+"""Extract VQ codes for every clip under a folder: `<stem>.npy` (int64, (10, frames)) beside each clip.
+
+Same codes as upstream's `tools/vqgan/extract_vq.py` (spec/codec.md §4-5), organised for throughput
+and robustness:
+- files are sorted and sharded deterministically (files[I::N]); finished `.npy` are skipped unless
+  `overwrite`; every `.npy` is written atomically, so a killed run leaves no partial file;
+- DataLoader workers decode and mono-mix audio while the model runs; resampling to 44.1 kHz runs on
+  the model's device;
+- clips are grouped into length-bucketed batches (few padded samples, a cap on samples per batch);
+  zero padding on the right never changes a clip's codes because every layer is causal;
+- clips longer than upstream's 190.2 s limit are encoded in overlapping windows (`Codec.encode`);
+- empty, corrupt, unreadable or non-finite files are skipped with a recorded reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from fish_speech import audio as audio_lib
+from fish_speech.codec.checkpoint import load_codec
+from fish_speech.codec.model import Codec
+from fish_speech.errors import UserError
+from fish_speech.fileio import atomic_path, is_temp_file
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 44100
+
+
+def discover_audio(root: Path) -> list[Path]:
+    """Sorted audio files under `root` (the dataset module's discovery when available)."""
+    try:
+        from fish_speech.dataset.discover import find_audio_files
+    except ImportError:  # fallback: same rule (known suffixes, case-insensitive, no temp files)
+        files = (
+            p
+            for p in root.rglob("*")
+            if p.is_file() and p.suffix.lower() in audio_lib.AUDIO_EXTENSIONS and not is_temp_file(p)
+        )
+    else:
+        files = (Path(p) for p in find_audio_files(root))
+    return sorted(files, key=lambda p: p.as_posix())
+
+
+@dataclass
+class Clip:
+    path: Path
+    output: Path
+    samples_44k: int  # from the header; exact length is known after decoding
+    seconds: float
+
+
+def _skip(skipped: list[dict], path: Path, reason: str) -> None:
+    log.warning("skip %s: %s", path, reason)
+    skipped.append({"path": str(path), "reason": reason})
+
+
+def plan_clips(files: list[Path], overwrite: bool, skipped: list[dict]) -> tuple[list[Clip], list[Path]]:
+    """Split `files` into clips to encode and finished ones; record empty files and name clashes."""
+    todo: list[Clip] = []
+    done: list[Path] = []
+    owner: dict[Path, Path] = {}
+    for path in files:
+        out = path.with_suffix(".npy")
+        if out in owner:  # a.wav and a.mp3 would both write a.npy
+            _skip(skipped, path, f"same output {out.name} as {owner[out].name}")
+            continue
+        owner[out] = path
+        if out.exists() and not overwrite:
+            done.append(path)
+            continue
+        try:
+            info = sf.info(str(path))
+            frames, sr = int(info.frames), int(info.samplerate)
+        except Exception:  # unreadable header: let the worker report the decoder's error
+            frames, sr = -1, SAMPLE_RATE
+        if frames == 0:
+            _skip(skipped, path, "empty file (0 samples)")
+            continue
+        n44 = audio_lib.resampled_length(frames, sr, SAMPLE_RATE) if frames > 0 else 0
+        todo.append(Clip(path, out, n44, n44 / SAMPLE_RATE))
+    return todo, done
+
+
+def make_batches(
+    clips: list[Clip], batch_size: int, max_batch_samples: int, max_single: int
+) -> list[list[int]]:
+    """Length-bucketed batches (longest first): at most `batch_size` clips and `max_batch_samples`
+    padded samples each; clips over `max_single` samples (windowed encoding) go alone."""
+    order = sorted(range(len(clips)), key=lambda i: (-clips[i].samples_44k, clips[i].path.as_posix()))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        n = max(clips[i].samples_44k, 1)
+        longest = clips[current[0]].samples_44k if current else n
+        too_big = (len(current) + 1) * max(longest, 1) > max_batch_samples
+        if current and (len(current) >= batch_size or too_big or longest > max_single):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+class AudioDataset(Dataset):
+    """Decodes and mono-mixes one clip per item; errors are returned, not raised, so the run goes on."""
+
+    def __init__(self, clips: list[Clip]):
+        self.clips = clips
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        path = self.clips[i].path
+        try:
+            wav, sr = audio_lib.load_audio(path)
+            mono = np.ascontiguousarray(audio_lib.downmix(wav), dtype=np.float32)
+            if mono.size == 0:
+                return {"index": i, "error": "empty file (0 samples)"}
+            if not np.isfinite(mono).all():
+                return {"index": i, "error": "non-finite samples (NaN or inf)"}
+            return {"index": i, "wav": torch.from_numpy(mono), "sr": sr}
+        except UserError as e:
+            return {"index": i, "error": str(e).removeprefix(f"{path}: ")}
+        except Exception as e:  # any decoder failure is a per-clip skip
+            return {"index": i, "error": f"cannot read audio ({type(e).__name__}: {e})"}
+
+
+def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return items
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # decoding is single-threaded; leave the cores to the model
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda requested but no CUDA device is available")
+    return torch.device(device)
+
+
+def default_max_batch_samples(device: torch.device, batch_size: int) -> int:
+    """Padded samples per batch: CPU convs gain nothing from big batches (and memory grows ~1 kB per
+    sample with S1-mini), so cap at 60 s there; on a GPU allow batch_size x 60 s."""
+    if device.type == "cpu":
+        return 60 * SAMPLE_RATE
+    return batch_size * 60 * SAMPLE_RATE
+
+
+def save_codes(path: Path, codes: np.ndarray) -> None:
+    """np.save (format 1.0, int64, C order) through a temporary file and rename."""
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, np.ascontiguousarray(codes, dtype=np.int64))
+
+
+class _Encoder:
+    """Resample, pad, encode and save one batch; halves the batch on CUDA out-of-memory."""
+
+    def __init__(self, model: Codec, device: torch.device, autocast_dtype: torch.dtype | None):
+        self.model = model
+        self.device = device
+        self.autocast_dtype = autocast_dtype
+
+    def prepare(self, item: dict[str, Any]) -> torch.Tensor:
+        wav = item["wav"].to(self.device, non_blocking=True)
+        return audio_lib.resample(wav, item["sr"], SAMPLE_RATE)
+
+    def encode(self, wavs: list[torch.Tensor]) -> list[np.ndarray]:
+        try:
+            return self._encode(wavs)
+        except torch.cuda.OutOfMemoryError:
+            if len(wavs) == 1:
+                raise
+            torch.cuda.empty_cache()
+            half = len(wavs) // 2
+            log.warning("CUDA out of memory on a batch of %d; retrying in halves", len(wavs))
+            return self.encode(wavs[:half]) + self.encode(wavs[half:])
+
+    def _encode(self, wavs: list[torch.Tensor]) -> list[np.ndarray]:
+        lengths = [int(w.shape[-1]) for w in wavs]
+        longest = max(lengths)
+        batch = torch.stack([F.pad(w, (0, longest - w.shape[-1])) for w in wavs]).unsqueeze(1)
+        with torch.autocast(
+            self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
+        ):
+            codes, frames = self.model.encode(batch, torch.tensor(lengths, device=self.device))
+        codes = codes.cpu().numpy()  # the one host sync per batch
+        return [codes[i, :, : self.model.frames_for(n)] for i, n in enumerate(lengths)]
+
+
+def extract_vq(
+    data_dir: str | os.PathLike,
+    checkpoint_path: str | os.PathLike,
+    batch_size: int = 16,
+    num_workers: int = 1,
+    device: str = "auto",
+    overwrite: bool = False,
+    shard_index: int = 0,
+    num_shards: int = 1,
+    precision: str = "float32",
+    max_batch_samples: int | None = None,
+    model: Codec | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write `<stem>.npy` codes beside every audio file under `data_dir`; return a summary dict.
+
+    `precision` "float32" reproduces upstream's codes; "bfloat16" (CUDA autocast) is faster but
+    may change some codes. `model` reuses an already loaded codec (benchmarks, tests).
+    """
+    start = time.perf_counter()
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise UserError(f"{root}: data folder not found")
+    if batch_size < 1 or num_workers < 0:
+        raise UserError(f"--batch-size must be >= 1 and --num-workers >= 0 (got {batch_size}, {num_workers})")
+    if not (num_shards >= 1 and 0 <= shard_index < num_shards):
+        raise UserError(f"--shard-index must be in [0, {num_shards}) (got {shard_index} of {num_shards})")
+    autocast_dtype = {"float32": None, "bfloat16": torch.bfloat16}.get(precision, "?")
+    if autocast_dtype == "?":
+        raise UserError(f"--precision must be float32 or bfloat16 (got {precision})")
+    dev = resolve_device(device)
+
+    files = discover_audio(root)[shard_index::num_shards]
+    skipped: list[dict] = []
+    clips, done = plan_clips(files, overwrite, skipped)
+    summary: dict[str, Any] = {
+        "data_dir": str(root),
+        "checkpoint": str(checkpoint_path),
+        "shard_index": shard_index,
+        "num_shards": num_shards,
+        "device": str(dev),
+        "precision": precision,
+        "files": len(files),
+        "written": 0,
+        "already_done": len(done),
+        "skipped": skipped,
+        "audio_seconds": 0.0,
+        "frames": 0,
+    }
+    if clips:
+        if model is None:
+            model = load_codec(checkpoint_path, device=dev, encode_only=True)
+        else:
+            model = model.to(dev).eval()
+        limit = max_batch_samples or default_max_batch_samples(dev, batch_size)
+        batches = make_batches(clips, batch_size, limit, model.config.max_input_samples)
+        _run(model, dev, autocast_dtype, clips, batches, num_workers, summary, progress)
+
+    wall = time.perf_counter() - start
+    summary["audio_hours"] = summary["audio_seconds"] / 3600
+    summary["wall_seconds"] = wall
+    summary["audio_seconds_per_second"] = summary["audio_seconds"] / wall if wall > 0 else 0.0
+    summary["skip_reasons"] = dict(Counter(_reason_kind(s["reason"]) for s in skipped))
+    log.info(
+        "extract-vq: %d files: %d written, %d already done, %d skipped%s; %.3f h of audio, %d frames, "
+        "%.1f s (%.2f audio-s/s)",
+        len(files),
+        summary["written"],
+        len(done),
+        len(skipped),
+        f" ({', '.join(f'{k}: {v}' for k, v in summary['skip_reasons'].items())})" if skipped else "",
+        summary["audio_hours"],
+        summary["frames"],
+        wall,
+        summary["audio_seconds_per_second"],
+    )
+    return summary
+
+
+def _reason_kind(reason: str) -> str:
+    for kind in ("empty", "non-finite", "same output", "cannot read", "resampl"):
+        if kind in reason:
+            return kind
+    return reason.split(":")[0][:40]
+
+
+def _run(
+    model: Codec,
+    dev: torch.device,
+    autocast_dtype: torch.dtype | None,
+    clips: list[Clip],
+    batches: list[list[int]],
+    num_workers: int,
+    summary: dict[str, Any],
+    progress: bool,
+) -> None:
+    loader = DataLoader(
+        AudioDataset(clips),
+        batch_sampler=batches,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        worker_init_fn=_worker_init if num_workers else None,
+        pin_memory=dev.type == "cuda",
+        prefetch_factor=2 if num_workers else None,
+    )
+    encoder = _Encoder(model, dev, autocast_dtype)
+    total = sum(c.seconds for c in clips)
+    bar = tqdm(
+        total=round(total, 2), unit="audio-s", desc="extract-vq", disable=not progress, dynamic_ncols=True
+    )
+    with bar:
+        for items in loader:
+            ready: list[tuple[Clip, torch.Tensor]] = []
+            for item in items:
+                clip = clips[item["index"]]
+                if "error" in item:
+                    _skip(summary["skipped"], clip.path, item["error"])
+                    bar.total = round(bar.total - clip.seconds, 2)
+                    continue
+                try:
+                    ready.append((clip, encoder.prepare(item)))
+                except UserError as e:  # e.g. an absurd sample-rate pair
+                    _skip(summary["skipped"], clip.path, str(e).removeprefix(f"{clip.path}: "))
+                    bar.total = round(bar.total - clip.seconds, 2)
+            if not ready:
+                continue
+            codes = encoder.encode([w for _, w in ready])
+            for (clip, wav), c in zip(ready, codes, strict=True):
+                save_codes(clip.output, c)
+                seconds = wav.shape[-1] / SAMPLE_RATE
+                summary["written"] += 1
+                summary["audio_seconds"] += seconds
+                summary["frames"] += int(c.shape[1])
+                bar.update(round(seconds, 2))
