@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import fish_speech, require_commands, temp_files
 from corpus import CASES, build_corpus
+from harness import fish_speech, require_commands, temp_files
 
 from fish_speech.dataset.protos import read_protos
 

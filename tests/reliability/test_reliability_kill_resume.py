@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import fish_speech, killed_at_write, killed_when, require_commands, temp_files, tree_bytes
 from corpus import tone
+from harness import fish_speech, killed_at_write, killed_when, require_commands, temp_files, tree_bytes
 
 from fish_speech.dataset.protos import read_protos
 from fish_speech.fileio import is_temp_file
