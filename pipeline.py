@@ -137,6 +137,7 @@ def build_pipeline():
         peak: float = -1.0,
         num_vq_shards: int = 2,
         vq_batch_size: int = 16,
+        vq_precision: str = "float32",
         accelerator_type: str = "nvidia.com/gpu",
         accelerator_count: int = 1,
         gpu_node_selector: dict = DEFAULT_GPU_NODE_SELECTOR,
@@ -181,6 +182,7 @@ def build_pipeline():
                     num_shards=num_vq_shards,
                     content_hash=digest,
                     batch_size=vq_batch_size,
+                    precision=vq_precision,
                     accelerator_type=accelerator_type,
                     accelerator_count=accelerator_count,
                 )

@@ -16,33 +16,36 @@ def build_dataset(
 ):
     """`fish-speech build-dataset --input TREE --output PROTOS --text-extension .lab`.
 
-    TREE links each `.lab` of `data` and each shard's `.npy` at their common relative paths, which is
-    the layout upstream's recipe has after extract-vq. `content_hash` is part of the cache key only.
+    TREE holds a copy of each `.lab` of `data` and each shard's `.npy` at their common relative paths
+    (small files; build-dataset reads no audio), the layout upstream's recipe has after extract-vq.
+    `content_hash` is part of the cache key only.
     """
     import json
     import os
+    import shutil
     import tempfile
     from pathlib import Path
 
     from fish_speech.cli import main
 
-    def log_numbers(values: dict, prefix: str = "") -> None:
+    def log_numbers(values: dict, prefix: str = "", depth: int = 0) -> None:
+        """The numbers of a JSON report as metrics: top level and one level down ("summary" unprefixed)."""
         for key, value in values.items():
             if isinstance(value, bool):
                 value = int(value)
             if isinstance(value, (int, float)):
                 metrics.log_metric(prefix + key, value)
-            elif isinstance(value, dict) and not prefix:
-                log_numbers(value, prefix=f"{key}.")
+            elif isinstance(value, dict) and depth == 0:
+                log_numbers(value, "" if key == "summary" else f"{key}.", 1)
 
     source = Path(data.path)
     with tempfile.TemporaryDirectory(prefix="build-dataset-") as tmp:
         # named like the data folder: build-dataset names a group after its folder
         tree = Path(tmp) / source.name
         for lab in source.rglob("*.lab"):
-            link = tree / lab.relative_to(source)
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(lab.resolve())
+            copy = tree / lab.relative_to(source)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(lab, copy)
         owner: dict[Path, str] = {}
         for shard in codes:
             root = Path(shard.path)
@@ -51,9 +54,8 @@ def build_dataset(
                 if rel in owner:
                     raise RuntimeError(f"{rel} was extracted by two shards ({owner[rel]} and {root})")
                 owner[rel] = str(root)
-                link = tree / rel
-                link.parent.mkdir(parents=True, exist_ok=True)
-                link.symlink_to(npy.resolve())
+                (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(npy, tree / rel)
         if not owner:
             raise RuntimeError("extract-vq produced no codes in any shard: nothing to train on")
         report = Path(tmp) / "report.json"

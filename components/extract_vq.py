@@ -22,6 +22,7 @@ def extract_vq(
     num_shards: int,
     content_hash: str,
     batch_size: int,
+    precision: str,
     accelerator_type: str,
     accelerator_count: int,
     codes: Output[Dataset],
@@ -30,7 +31,7 @@ def extract_vq(
     """`fish-speech extract-vq DATA --checkpoint-path codec.pth --shard-index I --num-shards N`.
 
     The command writes `<stem>.npy` beside each clip; the input artifact is never written to: the clips
-    are linked into a scratch tree, and only the new `.npy` files move to `codes`.
+    are hard-linked (or copied) into a scratch tree, and only the new `.npy` files move to `codes`.
     `content_hash` and the accelerator settings are not read here: the first is part of the cache
     key, the others are the task's resource request (passing them keeps them in the loop's inputs).
     """
@@ -42,14 +43,15 @@ def extract_vq(
 
     from fish_speech.cli import main
 
-    def log_numbers(values: dict, prefix: str = "") -> None:
+    def log_numbers(values: dict, prefix: str = "", depth: int = 0) -> None:
+        """The numbers of a JSON report as metrics: top level and one level down ("summary" unprefixed)."""
         for key, value in values.items():
             if isinstance(value, bool):
                 value = int(value)
             if isinstance(value, (int, float)):
                 metrics.log_metric(prefix + key, value)
-            elif isinstance(value, dict) and not prefix:
-                log_numbers(value, prefix=f"{key}.")
+            elif isinstance(value, dict) and depth == 0:
+                log_numbers(value, "" if key == "summary" else f"{key}.", 1)
 
     source = Path(data.path)
     codec = Path(weights.path) / "codec.pth"
@@ -61,24 +63,29 @@ def extract_vq(
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="extract-vq-") as tmp:
         scratch = Path(tmp) / source.name
+        inputs = set()
         for path in source.rglob("*"):
             if path.is_file():
-                link = scratch / path.relative_to(source)
-                link.parent.mkdir(parents=True, exist_ok=True)
-                link.symlink_to(path.resolve())
+                rel = path.relative_to(source)
+                inputs.add(rel)
+                (scratch / rel).parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(path, scratch / rel)
+                except OSError:  # another file system
+                    shutil.copy2(path, scratch / rel)
         report = Path(tmp) / "report.json"
         argv = ["extract-vq", str(scratch), "--checkpoint-path", str(codec), "--batch-size", str(batch_size)]
-        argv += ["--num-workers", str(workers), "--device", "auto"]
+        argv += ["--num-workers", str(workers), "--device", "auto", "--precision", precision]
         argv += ["--shard-index", str(shard_index), "--num-shards", str(num_shards), "--report", str(report)]
         status = main(argv)
         if status != 0:
             raise RuntimeError(f"fish-speech {' '.join(argv)} exited with status {status}")
         moved = 0
         for npy in sorted(scratch.rglob("*.npy")):
-            if not npy.is_symlink():
-                target = out / npy.relative_to(scratch)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(str(npy), target)
+            rel = npy.relative_to(scratch)
+            if rel not in inputs and not npy.name.startswith(".tmp-"):
+                (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(npy), out / rel)
                 moved += 1
         log_numbers(json.loads(report.read_text(encoding="utf-8")))
     metrics.log_metric("codes_files", moved)

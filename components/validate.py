@@ -24,14 +24,15 @@ def validate(
 
     from fish_speech.cli import main
 
-    def log_numbers(values: dict, prefix: str = "") -> None:
+    def log_numbers(values: dict, prefix: str = "", depth: int = 0) -> None:
+        """The numbers of a JSON report as metrics: top level and one level down ("summary" unprefixed)."""
         for key, value in values.items():
             if isinstance(value, bool):
                 value = int(value)
             if isinstance(value, (int, float)):
                 metrics.log_metric(prefix + key, value)
-            elif isinstance(value, dict) and not prefix:
-                log_numbers(value, prefix=f"{key}.")
+            elif isinstance(value, dict) and depth == 0:
+                log_numbers(value, "" if key == "summary" else f"{key}.", 1)
 
     with tempfile.TemporaryDirectory(prefix="validate-") as tmp:
         report_json = Path(tmp) / "report.json"
