@@ -50,7 +50,7 @@ def extract_vq(
                 value = int(value)
             if isinstance(value, (int, float)):
                 metrics.log_metric(prefix + key, value)
-            elif isinstance(value, dict) and depth == 0:
+            elif isinstance(value, dict) and depth == 0 and key != "options":  # options are inputs
                 log_numbers(value, "" if key == "summary" else f"{key}.", 1)
 
     source = Path(data.path)

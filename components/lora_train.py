@@ -23,6 +23,7 @@ def lora_train(
     accumulate_grad_batches: int,
     learning_rate: float,
     val_fraction: float,
+    save_every: int,
     checkpoint_root: str,
     accelerator_type: str,
     accelerator_count: int,
@@ -51,7 +52,7 @@ def lora_train(
                 value = int(value)
             if isinstance(value, (int, float)):
                 metrics.log_metric(prefix + key, value)
-            elif isinstance(value, dict) and depth == 0:
+            elif isinstance(value, dict) and depth == 0 and key != "options":  # options are inputs
                 log_numbers(value, "" if key == "summary" else f"{key}.", 1)
 
     settings = {
@@ -64,6 +65,7 @@ def lora_train(
         "accumulate_grad_batches": int(accumulate_grad_batches),
         "learning_rate": float(learning_rate),
         "val_fraction": float(val_fraction),
+        "save_every": int(save_every),
     }
     out = Path(lora.path)
     if checkpoint_root:
@@ -74,7 +76,8 @@ def lora_train(
     argv = ["train", "--data", protos.path, "--base-weight", base_model.path, "--output", str(results)]
     argv += ["--lora-config", lora_config, "--max-steps", str(max_steps), "--batch-size", str(batch_size)]
     argv += ["--accumulate-grad-batches", str(accumulate_grad_batches)]
-    argv += ["--learning-rate", str(learning_rate), "--val-fraction", str(val_fraction), "--resume"]
+    argv += ["--learning-rate", str(learning_rate), "--val-fraction", str(val_fraction)]
+    argv += ["--save-every", str(save_every), "--resume"]
     print(f"training in {results}")
     status = main(argv)
     if status != 0:

@@ -18,19 +18,21 @@ def merge_lora(
 ):
     """`fish-speech merge-lora --lora-config C --base-weight BASE --lora-weight CKPT --output MERGED`.
 
-    `checkpoint`: best, last, earliest, step_N, or a file name under the LoRA model's checkpoints/.
+    `checkpoint`: best, last, earliest or step_N (selected in the training output that `lora` holds),
+    or a file name under its checkpoints/ folder.
     """
     from pathlib import Path
 
     from fish_speech.cli import main
 
-    folder = Path(lora.path) / "checkpoints"
-    if checkpoint in ("best", "last", "earliest") or checkpoint.startswith("step_"):
-        weight = str(folder / checkpoint) if checkpoint.endswith(".ckpt") else f"{folder}/{checkpoint}"
-    else:
-        weight = str(folder / checkpoint)
     argv = ["merge-lora", "--lora-config", lora_config, "--base-weight", base_model.path]
-    argv += ["--lora-weight", weight, "--output", merged.path]
+    if checkpoint in ("best", "last", "earliest") or (
+        checkpoint.startswith("step_") and not checkpoint.endswith(".ckpt")
+    ):
+        argv += ["--lora-weight", checkpoint, "--train-output", lora.path]
+    else:
+        argv += ["--lora-weight", str(Path(lora.path) / "checkpoints" / checkpoint)]
+    argv += ["--output", merged.path]
     status = main(argv)
     if status != 0:
         raise RuntimeError(f"fish-speech {' '.join(argv)} exited with status {status}")

@@ -31,7 +31,7 @@ def validate(
                 value = int(value)
             if isinstance(value, (int, float)):
                 metrics.log_metric(prefix + key, value)
-            elif isinstance(value, dict) and depth == 0:
+            elif isinstance(value, dict) and depth == 0 and key != "options":  # options are inputs
                 log_numbers(value, "" if key == "summary" else f"{key}.", 1)
 
     with tempfile.TemporaryDirectory(prefix="validate-") as tmp:
