@@ -97,3 +97,117 @@ def test_extract_vq_killed_then_rerun(tmp_path, tiny_codec):
     assert tree_bytes(work, [".npy"]) == reference
     fish_speech(*args).check()  # a rerun of a finished step changes nothing
     assert tree_bytes(work, [".npy"]) == reference
+
+
+# ---------------------------------------------------------------------------------------------
+# train and merge-lora
+
+PROTOS = Path(__file__).resolve().parents[1] / "data" / "protos" / "expected" / "protos"  # tiny-config codes
+
+
+def _train_args(base: Path, out: Path) -> list:
+    return [
+        "train",
+        "--data",
+        PROTOS,
+        "--base-weight",
+        base,
+        "--output",
+        out,
+        "--max-steps",
+        "6",
+        "--save-every",
+        "2",
+        "--keep-last",
+        "0",
+        "--batch-size",
+        "2",
+        "--max-length",
+        "128",
+        "--num-workers",
+        "0",
+        "--val-fraction",
+        "0",
+        "--log-every",
+        "1",
+        "--seed",
+        "7",
+    ]
+
+
+def _lora_tensors(ckpt: Path) -> dict:
+    import torch
+
+    data = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state = data.get("state_dict", data)
+    return {k: v.float() for k, v in state.items() if "lora" in k}
+
+
+def _assert_close(a: dict, b: dict, atol: float = 1e-6) -> None:
+    import torch
+
+    assert a.keys() == b.keys() and a
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert worst <= atol, f"LoRA weights differ by up to {worst}"
+    assert all(torch.isfinite(v).all() for v in a.values())
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    """A tiny base model and an uninterrupted 6-step LoRA run (the reference)."""
+    require_commands("train")
+    from fish_speech.text2semantic.checkpoint import write_random_t2s
+
+    root = tmp_path_factory.mktemp("train")
+    base = write_random_t2s(root / "base")
+    ref = root / "ref"
+    fish_speech(*_train_args(base, ref)).check()
+    return {"base": base, "ref": ref, "final": ref / "checkpoints" / "step_000000006.ckpt"}
+
+
+@pytest.mark.slow
+def test_train_killed_then_resumed(tmp_path, trained):
+    out = tmp_path / "run"
+    args = _train_args(trained["base"], out)
+    step2 = out / "checkpoints" / "step_000000002.ckpt"
+    # 1. kill -9 at an arbitrary moment after the first checkpoint is complete
+    killed_when(step2.exists, *args)
+    assert step2.exists()
+    _assert_close(_lora_tensors(step2), _lora_tensors(trained["ref"] / "checkpoints" / step2.name))
+    # 2. resume, and die half-way through writing the next checkpoint
+    assert killed_at_write("mid-write", 1, *args, "--resume") == -9, "no checkpoint write was fsynced"
+    assert not (out / "checkpoints" / "step_000000006.ckpt").exists()
+    # 3. resume again: it must continue from the last *complete* checkpoint and end where the
+    #    uninterrupted run ended
+    fish_speech(*args, "--resume").check()
+    final = out / "checkpoints" / "step_000000006.ckpt"
+    _assert_close(_lora_tensors(final), _lora_tensors(trained["final"]))
+    for ckpt in (out / "checkpoints").glob("step_*.ckpt"):  # every checkpoint under a final name is whole
+        assert _lora_tensors(ckpt)
+
+
+@pytest.mark.slow
+def test_merge_lora_killed_then_rerun(tmp_path, trained):
+    require_commands("merge-lora")
+    import torch
+
+    args = ["merge-lora", "--base-weight", trained["base"], "--lora-weight", trained["final"]]
+    fish_speech(*args, "--output", tmp_path / "ref").check()
+    out = tmp_path / "merged"
+    for mode, at in [("mid-write", 1), ("rename", 1), ("rename", 2)]:
+        code = killed_at_write(mode, at, *args, "--output", out)
+        assert code == -9, f"merge-lora finished before its {mode} #{at}"
+        model = out / "model.pth"
+        if model.exists():  # whatever exists under a final name is whole
+            torch.load(model, map_location="cpu", weights_only=True)
+    fish_speech(*args, "--output", out).check()
+    ref_files = tree_bytes(tmp_path / "ref", [".json", ".tiktoken", ".pth"])
+    got_files = tree_bytes(out, [".json", ".tiktoken", ".pth"])
+    assert ref_files.keys() == got_files.keys()
+    for name in ref_files:
+        if name.endswith(".pth"):
+            a = torch.load(tmp_path / "ref" / name, map_location="cpu", weights_only=True)
+            b = torch.load(out / name, map_location="cpu", weights_only=True)
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+        else:
+            assert ref_files[name] == got_files[name], name
