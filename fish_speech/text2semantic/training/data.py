@@ -138,7 +138,11 @@ def prepare_data(
     groups = load_groups(data)
     groups, skipped = check_sentences(groups, tokenizer, max_length, num_codebooks, codebook_size)
     if not groups:
-        raise UserError(f"{data}: no usable sentence in the protos ({len(skipped)} skipped, see the log)")
+        first = skipped[0] if skipped else None
+        example = f"; e.g. group {first.group!r} sentence {first.index}: {first.reason}" if first else ""
+        raise UserError(
+            f"{', '.join(map(str, data))}: no usable sentence in the protos ({len(skipped)} skipped{example})"
+        )
     train, val = split_validation(groups, val_fraction)
     if val_fraction > 0 and not val:
         log.warning("no speaker has 3 or more sentences: training without a validation split")
