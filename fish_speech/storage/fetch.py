@@ -1,0 +1,154 @@
+"""Mirror a bucket prefix or local folder into a local folder, reusing verified files from earlier runs."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from fish_speech.errors import UserError
+from fish_speech.storage.base import ObjectStore, RemoteObject
+from fish_speech.storage.manifest import (
+    build_manifest,
+    content_hash,
+    hash_file,
+    read_manifest,
+    write_manifest,
+    write_state,
+)
+from fish_speech.storage.transfer import download_all, plan_downloads
+from fish_speech.storage.uri import StorageURI
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FetchResult:
+    """What a fetch left in `out_dir`: its manifest entries and how many files were (re)used."""
+
+    out_dir: Path
+    entries: dict[str, str]
+    downloaded: int
+    reused: int
+    removed: int
+
+    @property
+    def content_hash(self) -> str:
+        return content_hash(self.entries)
+
+
+def open_store(uri: StorageURI, jobs: int = 8) -> ObjectStore:
+    """The backend for a gs://, s3:// or local location."""
+    if uri.scheme == "s3":
+        from fish_speech.storage.s3 import S3Store
+
+        return S3Store(uri, jobs)
+    if uri.scheme == "gs":
+        from fish_speech.storage.gcs import GCSStore
+
+        return GCSStore(uri, jobs)
+    if uri.scheme == "local":
+        from fish_speech.storage.local import LocalStore
+
+        return LocalStore(uri.path)
+    raise UserError(f"{uri}: not an object store or folder")
+
+
+def filter_objects(objects: list[RemoteObject], patterns: list[str] | None) -> list[RemoteObject]:
+    """Objects whose relative key matches any of the glob `patterns` (all when None)."""
+    if not patterns:
+        return objects
+    return [o for o in objects if any(fnmatch.fnmatchcase(o.rel, p) for p in patterns)]
+
+
+def _reusable(dest: Path, obj: RemoteObject, recorded_sha: str | None) -> str | None:
+    """sha256 of `dest` if it can stand for `obj` (same size, same checksum, unchanged since the
+    manifest recorded it); None if it must be downloaded again."""
+    if not dest.is_file() or dest.stat().st_size != obj.size:
+        return None
+    algos = (
+        ("sha256",) if obj.checksum is None or obj.checksum[0] == "sha256" else ("sha256", obj.checksum[0])
+    )
+    digests = hash_file(dest, algos)
+    if recorded_sha is not None and digests["sha256"] != recorded_sha:
+        log.warning(
+            "%s: sha256 does not match %s (changed since it was fetched); downloading again",
+            dest,
+            "MANIFEST.sha256",
+        )
+        return None
+    if obj.checksum is not None and digests[obj.checksum[0]] != obj.checksum[1]:
+        log.info("%s: differs from the source; downloading again", dest)
+        return None
+    return digests["sha256"]
+
+
+def fetch_tree(
+    store: ObjectStore,
+    out_dir: str | Path,
+    *,
+    source: str,
+    allow_patterns: list[str] | None = None,
+    jobs: int = 8,
+) -> FetchResult:
+    """Make `out_dir` hold exactly the objects under the store's prefix (those matching
+    `allow_patterns`), then write `MANIFEST.sha256` and the fetch state.
+
+    Files already there are kept when they match the source's size and checksum and the manifest of the
+    previous fetch; files that previous fetch wrote but the source no longer has are removed. Files the
+    user put there themselves are left alone. Unsafe keys (`..`, absolute) fail before any download.
+    """
+    out_dir = Path(out_dir)
+    objects = filter_objects(store.list(), allow_patterns)
+    if not objects:
+        raise UserError(f"{store.describe()}: no objects match {allow_patterns}")
+    plan = plan_downloads(objects, out_dir)
+    seen: dict[Path, str] = {}
+    for obj, dest in plan:
+        if dest in seen:
+            raise UserError(
+                f"{store.describe()}: keys {seen[dest]!r} and {obj.key!r} map to the same file {dest}"
+            )
+        seen[dest] = obj.key
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        previous = read_manifest(out_dir) or {}
+    except UserError as e:
+        log.warning("%s; ignoring it", e)
+        previous = {}
+
+    def check(item: tuple[RemoteObject, Path]) -> str | None:
+        obj, dest = item
+        rel = dest.relative_to(out_dir).as_posix()
+        return _reusable(dest, obj, previous.get(rel))
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        reuse = list(pool.map(check, plan))
+    todo = [item for item, sha in zip(plan, reuse, strict=True) if sha is None]
+    log.info(
+        "%s: %d files, %d up to date, %d to download",
+        store.describe(),
+        len(plan),
+        len(plan) - len(todo),
+        len(todo),
+    )
+    download_all(store, todo, jobs)
+
+    rels = {dest.relative_to(out_dir).as_posix() for _, dest in plan}
+    removed = 0
+    for rel in sorted(set(previous) - rels):
+        path = out_dir / rel
+        if path.is_file():
+            log.info("%s: no longer in %s; removing", path, store.describe())
+            path.unlink()
+            removed += 1
+    entries = {
+        dest.relative_to(out_dir).as_posix(): sha for (_, dest), sha in zip(plan, reuse, strict=True) if sha
+    }
+    fresh = [dest.relative_to(out_dir).as_posix() for _, dest in todo]
+    entries.update(build_manifest(out_dir, fresh, jobs))
+    write_manifest(out_dir, entries)
+    write_state(out_dir, {"source": source})
+    return FetchResult(out_dir, entries, downloaded=len(todo), reused=len(plan) - len(todo), removed=removed)

@@ -1,0 +1,199 @@
+"""hf://ORG/NAME[@REV] through huggingface_hub: download into the Hugging Face cache (reused across
+runs, resumable), then link or copy the snapshot into the output folder; publish with a commit.
+
+Environment (read at call time): `HF_TOKEN` (a read token of an account that accepted the model's
+licence; a write token to publish), `HF_ENDPOINT` (a mirror), `HF_HOME` / `HF_HUB_CACHE` (cache
+location, e.g. a PVC), `HF_HUB_OFFLINE=1` (use the cache only).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from fish_speech.errors import UserError
+from fish_speech.fileio import atomic_path
+from fish_speech.storage.base import TransientError
+from fish_speech.storage.fetch import FetchResult
+from fish_speech.storage.manifest import (
+    build_manifest,
+    list_files,
+    read_manifest,
+    write_manifest,
+    write_state,
+)
+from fish_speech.storage.safepath import safe_join
+from fish_speech.storage.transfer import retry
+from fish_speech.storage.uri import StorageURI
+
+log = logging.getLogger(__name__)
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_settings() -> dict:
+    """Keyword arguments for huggingface_hub calls, from the environment as it is now (huggingface_hub
+    reads some variables once at import, which is too early for a process that sets them later)."""
+    cache = os.environ.get("HF_HUB_CACHE") or (
+        os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else None
+    )
+    return {
+        "endpoint": os.environ.get("HF_ENDPOINT") or None,
+        "token": os.environ.get("HF_TOKEN") or None,
+        "cache_dir": cache,
+    }
+
+
+def _explain(e: Exception, uri: StorageURI) -> Exception:
+    """UserError with what to do for errors a user can fix; TransientError for network trouble."""
+    import httpx2
+    from huggingface_hub import errors as hfe
+
+    repo = uri.bucket
+    if isinstance(e, hfe.GatedRepoError):
+        return UserError(
+            f"{uri}: gated repository. Log in at https://huggingface.co/{repo}, accept its licence, create a read "
+            "token (https://huggingface.co/settings/tokens) and set HF_TOKEN (in Kubeflow: from a Kubernetes secret)"
+        )
+    if isinstance(e, hfe.RevisionNotFoundError):
+        return UserError(
+            f"{uri}: revision {uri.revision or 'main'!r} not found (a branch, tag or commit of {repo})"
+        )
+    if isinstance(e, hfe.RepositoryNotFoundError):
+        hint = "check the name" + (
+            "" if os.environ.get("HF_TOKEN") else ", or set HF_TOKEN if it is private or gated"
+        )
+        return UserError(f"{uri}: repository not found or not accessible ({hint})")
+    if isinstance(e, hfe.HfHubHTTPError) and e.response is not None and e.response.status_code in (401, 403):
+        return UserError(
+            f"{uri}: access denied ({e.response.status_code}); check HF_TOKEN and that it may access {repo}"
+        )
+    if isinstance(e, hfe.LocalEntryNotFoundError | hfe.IncompleteSnapshotError | hfe.OfflineModeIsEnabled):
+        if _env_true("HF_HUB_OFFLINE"):
+            return UserError(
+                f"{uri}: not (completely) in the Hugging Face cache and HF_HUB_OFFLINE is set: {e}"
+            )
+        return TransientError(f"cannot reach the Hub: {str(e).splitlines()[0]}")
+    if isinstance(e, hfe.HfHubHTTPError) and e.response is not None and e.response.status_code >= 500:
+        return TransientError(f"server error {e.response.status_code}")
+    if isinstance(e, httpx2.TransportError | OSError):
+        return TransientError(f"{type(e).__name__}: {e}")
+    return e
+
+
+def _call(fn, uri: StorageURI):
+    try:
+        return fn()
+    except Exception as e:
+        translated = _explain(e, uri)
+        if translated is e:
+            raise
+        raise translated from e
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    """Put `src` (a file in the HF cache) at `dest`: a hard link when possible (no extra disk), else a copy."""
+    if dest.is_file() and os.path.samefile(src, dest):
+        return
+    with atomic_path(dest) as tmp:
+        try:
+            tmp.unlink()
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+
+def fetch_hf(
+    uri: StorageURI, out_dir: str | Path, *, allow_patterns: list[str] | None = None, jobs: int = 8
+) -> FetchResult:
+    """Download `uri` into the HF cache (resuming partial files, retrying network errors), place the
+    snapshot in `out_dir`, check every LFS file against the Hub's sha256, write the manifest."""
+    from huggingface_hub import get_cached_repo_tree, hf_hub_download, snapshot_download
+
+    out_dir = Path(out_dir)
+    settings = hub_settings()
+    offline = _env_true("HF_HUB_OFFLINE")
+
+    def download() -> str:
+        return snapshot_download(
+            uri.bucket,
+            revision=uri.revision,
+            allow_patterns=allow_patterns,
+            max_workers=jobs,
+            local_files_only=offline,
+            **settings,
+        )
+
+    snapshot = Path(retry(lambda: _call(download, uri), f"download {uri}"))
+    commit = snapshot.name
+    files = list_files(snapshot)
+    if not files:
+        raise UserError(f"{uri}: no files" + (f" match {allow_patterns}" if allow_patterns else ""))
+    for rel in files:
+        _link_or_copy((snapshot / rel).resolve(), safe_join(out_dir, rel, "repository file"))
+
+    # The Hub records the sha256 of every LFS file (the weights): check the copies against it.
+    try:
+        tree = get_cached_repo_tree(uri.bucket, revision=commit, cache_dir=settings["cache_dir"])
+        expected = {f.path: f.lfs.sha256 for f in tree if getattr(f, "lfs", None)}
+    except Exception as e:  # no cached tree listing (e.g. a cache filled by an older client)
+        log.debug("no cached tree listing for %s: %s", uri, e)
+        expected = {}
+    entries = build_manifest(out_dir, files, jobs)
+    for rel in [r for r in files if r in expected and expected[r] != entries[r]]:
+        if offline:
+            raise UserError(
+                f"{uri}: {rel} in the Hugging Face cache is corrupt (sha256 mismatch) and HF_HUB_OFFLINE is set"
+            )
+        log.warning(
+            "%s: %s in the Hugging Face cache is corrupt (sha256 mismatch); downloading it again", uri, rel
+        )
+        path = _call(
+            lambda rel=rel: hf_hub_download(
+                uri.bucket, rel, revision=commit, force_download=True, **settings
+            ),
+            uri,
+        )
+        _link_or_copy(Path(path).resolve(), out_dir / rel)
+        entries[rel] = build_manifest(out_dir, [rel], 1)[rel]
+        if entries[rel] != expected[rel]:
+            raise UserError(
+                f"{uri}: {rel}: sha256 mismatch after downloading again (expected {expected[rel]})"
+            )
+
+    previous = read_manifest(out_dir) or {}
+    for rel in sorted(set(previous) - set(entries)):
+        if (out_dir / rel).is_file():
+            (out_dir / rel).unlink()
+    write_manifest(out_dir, entries)
+    write_state(out_dir, {"source": str(uri), "commit": commit})
+    log.info("%s: commit %s, %d files in %s", uri, commit, len(files), out_dir)
+    return FetchResult(out_dir, entries, downloaded=len(files), reused=0, removed=0)
+
+
+def publish_hf(src_dir: str | Path, uri: StorageURI, message: str, private: bool = True) -> str:
+    """Upload every file of `src_dir` to the model repo `uri` in one commit (creating the repo, private
+    by default, if needed). Returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    settings = hub_settings()
+    if not settings["token"]:
+        raise UserError(f"{uri}: publishing needs HF_TOKEN (a token with write access to {uri.bucket})")
+    api = HfApi(endpoint=settings["endpoint"], token=settings["token"])
+
+    def upload() -> str:
+        api.create_repo(uri.bucket, private=private, exist_ok=True)
+        info = api.upload_folder(
+            repo_id=uri.bucket,
+            folder_path=str(src_dir),
+            revision=uri.revision,
+            commit_message=message,
+            ignore_patterns=[".tmp-*", "**/.tmp-*", ".fetch.json", ".cache/**"],
+        )
+        return str(getattr(info, "commit_url", info))
+
+    return retry(lambda: _call(upload, uri), f"publish to {uri}")

@@ -1,0 +1,66 @@
+"""Upload a folder (the merged model) to gs://, s3://, hf:// or a local folder."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fish_speech.errors import UserError
+from fish_speech.storage.base import EmptyPrefixError
+from fish_speech.storage.fetch import open_store
+from fish_speech.storage.manifest import MANIFEST_NAME, build_manifest, hash_file, write_manifest
+from fish_speech.storage.transfer import upload_all
+from fish_speech.storage.uri import StorageURI
+
+log = logging.getLogger(__name__)
+
+
+def publish_dir(
+    src_dir: str | Path, uri: StorageURI, *, message: str, jobs: int = 8, private: bool = True
+) -> dict:
+    """Write `src_dir/MANIFEST.sha256`, then upload every file of `src_dir` to `uri`.
+
+    Object stores: files already there with the same size and checksum are skipped (a rerun after an
+    interruption uploads only what is missing) and the manifest goes last, so its presence means the
+    upload is complete. hf://: one commit with `message`. Returns {"destination", "uploaded", "skipped",
+    "content_hash"}.
+    """
+    from fish_speech.storage.manifest import content_hash
+
+    src = Path(src_dir)
+    if not src.is_dir():
+        raise UserError(f"{src}: no such directory")
+    entries = build_manifest(src, jobs=jobs)
+    if not entries:
+        raise UserError(f"{src}: nothing to publish (empty directory)")
+    write_manifest(src, entries)
+    result = {"destination": str(uri), "content_hash": content_hash(entries)}
+    if uri.scheme == "tiny":
+        raise UserError("'tiny' is a source, not a destination")
+    if uri.scheme == "hf":
+        from fish_speech.storage.hf import publish_hf
+
+        result["commit"] = publish_hf(src, uri, message, private=private)
+        result.update(uploaded=len(entries) + 1, skipped=0)
+        return result
+    if uri.scheme == "local" and uri.path.resolve() == src.resolve():
+        raise UserError(f"{src}: source and destination are the same folder")
+    store = open_store(uri, jobs)
+    try:
+        existing = {o.rel: o for o in store.list()}
+    except EmptyPrefixError:
+        existing = {}
+    todo = []
+    for rel in entries:
+        obj = existing.get(rel)
+        if obj is not None and obj.size == (src / rel).stat().st_size and obj.checksum is not None:
+            algo, digest = obj.checksum
+            if hash_file(src / rel, (algo,))[algo] == digest:
+                continue
+        todo.append(rel)
+    skipped = len(entries) - len(todo)
+    log.info("publish %s -> %s: %d files to upload, %d already there", src, uri, len(todo), skipped)
+    upload_all(store, src, todo, jobs)
+    upload_all(store, src, [MANIFEST_NAME], 1)  # last: marks the upload complete
+    result.update(uploaded=len(todo) + 1, skipped=skipped)
+    return result
