@@ -246,7 +246,7 @@ def _calibrate(model: Codec, gen: torch.Generator, seconds: float) -> None:
 
 
 def write_random_codec(
-    path: str | os.PathLike, config: CodecConfig | None = None, seed: int = 0, calibrate_seconds: float = 4.0
+    path: str | os.PathLike, config: CodecConfig | None = None, seed: int = 0, calibrate_seconds: float = 2.0
 ) -> Path:
     """Write a random codec for `config` (default tiny) in the real layout: flat mapping, upstream key
     names and order, float32 parameters, bf16 RoPE tables (upstream's formula), bool causal masks.

@@ -314,7 +314,12 @@ def _run(
     encoder = _Encoder(model, dev, autocast_dtype)
     total = sum(c.seconds for c in clips)
     bar = tqdm(
-        total=round(total, 2), unit="audio-s", desc="extract-vq", disable=not progress, dynamic_ncols=True
+        total=total,
+        unit="audio-s",
+        desc="extract-vq",
+        disable=not progress,
+        dynamic_ncols=True,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} audio-s [{elapsed}<{remaining}, {rate_fmt}]",
     )
     with bar:
         for items in loader:
@@ -323,13 +328,13 @@ def _run(
                 clip = clips[item["index"]]
                 if "error" in item:
                     _skip(summary["skipped"], clip.path, item["error"])
-                    bar.total = round(bar.total - clip.seconds, 2)
+                    bar.total -= clip.seconds
                     continue
                 try:
                     ready.append((clip, encoder.prepare(item)))
                 except UserError as e:  # e.g. an absurd sample-rate pair
                     _skip(summary["skipped"], clip.path, str(e).removeprefix(f"{clip.path}: "))
-                    bar.total = round(bar.total - clip.seconds, 2)
+                    bar.total -= clip.seconds
             if not ready:
                 continue
             codes = encoder.encode([w for _, w in ready])
@@ -339,4 +344,4 @@ def _run(
                 summary["written"] += 1
                 summary["audio_seconds"] += seconds
                 summary["frames"] += int(c.shape[1])
-                bar.update(round(seconds, 2))
+                bar.update(clip.seconds)  # the header's estimate, so the bar ends at its total

@@ -750,16 +750,17 @@ class Codec(nn.Module):
             context_samples = self.config.receptive_field_samples
         context = -(-context_samples // frame) * frame
         window = max_window_samples or self.config.max_input_samples
-        step = max(window - context, window // 2) // frame * frame
-        step = max(step, frame)
-        total = self.frames_for(audio.shape[-1])
-        out = []
-        for start in range(0, audio.shape[-1], step):
-            left = max(0, start - context)
-            chunk = audio[left : start + step]
-            codes = self._encode_padded(chunk.view(1, 1, -1))[0]
-            out.append(codes[:, (start - left) // frame :])
-        return torch.cat(out, dim=1)[:, :total]
+        step = max(max(window - context, window // 2) // frame * frame, frame)
+        length = audio.shape[-1]
+        starts = list(range(0, length, step))
+        # Windows whose context would reach back to sample 0 are merged into one pass from 0.
+        first = [s for s in starts if s <= context]
+        out = [self._encode_padded(audio[: first[-1] + step].view(1, 1, -1))[0]]
+        for start in starts[len(first) :]:
+            left = start - context
+            codes = self._encode_padded(audio[left : start + step].view(1, 1, -1))[0]
+            out.append(codes[:, context // frame :])
+        return torch.cat(out, dim=1)[:, : self.frames_for(length)]
 
     @torch.inference_mode()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
