@@ -112,7 +112,7 @@ def fetch_hf(
 ) -> FetchResult:
     """Download `uri` into the HF cache (resuming partial files, retrying network errors), place the
     snapshot in `out_dir`, check every LFS file against the Hub's sha256, write the manifest."""
-    from huggingface_hub import get_cached_repo_tree, hf_hub_download, snapshot_download
+    from huggingface_hub import hf_hub_download, snapshot_download
 
     out_dir = Path(out_dir)
     settings = hub_settings()
@@ -136,13 +136,12 @@ def fetch_hf(
     for rel in files:
         _link_or_copy((snapshot / rel).resolve(), safe_join(out_dir, rel, "repository file"))
 
-    # The Hub records the sha256 of every LFS file (the weights): check the copies against it.
-    try:
-        tree = get_cached_repo_tree(uri.bucket, revision=commit, cache_dir=settings["cache_dir"])
-        expected = {f.path: f.lfs.sha256 for f in tree if getattr(f, "lfs", None)}
-    except Exception as e:  # no cached tree listing (e.g. a cache filled by an older client)
-        log.debug("no cached tree listing for %s: %s", uri, e)
-        expected = {}
+    # The cache names each LFS blob (the weights) by its sha256, as the Hub reported it: check the copies.
+    expected = {}
+    for rel in files:
+        blob = (snapshot / rel).resolve().name
+        if len(blob) == 64 and all(c in "0123456789abcdef" for c in blob):
+            expected[rel] = blob
     entries = build_manifest(out_dir, files, jobs)
     for rel in [r for r in files if r in expected and expected[r] != entries[r]]:
         if offline:
