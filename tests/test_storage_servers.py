@@ -335,12 +335,19 @@ class FlakyProxy:
         except OSError:
             client.close()
             return
-        threading.Thread(target=self._pump_up, args=(client, server), daemon=True).start()
+        state = {"new_request": False}  # offsets count from the start of each response on the connection
+        threading.Thread(target=self._pump_up, args=(client, server, state), daemon=True).start()
         seen = 0
         try:
             while data := server.recv(65536):
+                if state["new_request"]:
+                    state["new_request"], seen = False, 0
                 with self.lock:
-                    fire = self.mode is not None and self.fired < self.times and seen + len(data) > self.at
+                    fire = (
+                        self.mode is not None
+                        and self.fired < self.times
+                        and seen <= self.at < seen + len(data)
+                    )
                     if fire:
                         self.fired += 1
                         mode = self.mode
@@ -368,9 +375,10 @@ class FlakyProxy:
                 s.close()
 
     @staticmethod
-    def _pump_up(client: socket.socket, server: socket.socket) -> None:
+    def _pump_up(client: socket.socket, server: socket.socket, state: dict) -> None:
         try:
             while data := client.recv(65536):
+                state["new_request"] = True
                 server.sendall(data)
         except OSError:
             pass

@@ -73,9 +73,11 @@ class S3Store:
         http = urllib3.PoolManager(
             maxsize=max(10, jobs),
             timeout=urllib3.Timeout(connect=10, read=120),
-            # urllib3 retries connection failures and 5xx before a body is read; mid-body failures are
-            # retried (and resumed) by the transfer engine.
-            retries=urllib3.Retry(total=3, backoff_factor=0.5, status_forcelist=[500, 502, 503, 504]),
+            # urllib3 retries 5xx answers; connection and mid-body failures are retried (and resumed) by
+            # the transfer engine, with its own back-off.
+            retries=urllib3.Retry(
+                total=3, connect=0, read=0, backoff_factor=0.5, status_forcelist=[500, 502, 503, 504]
+            ),
         )
         self.client = Minio(
             netloc,
