@@ -9,12 +9,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import fish_speech.dataset.build_dataset as bd
 from fish_speech.cli import main
 from fish_speech.dataset.build_dataset import build_dataset, clean_build_text
 from fish_speech.dataset.protos import read_protos
 from fish_speech.errors import UserError
 
 HERE = Path(__file__).resolve().parent / "data" / "protos"
+
+
+@pytest.fixture(autouse=True)
+def pool_even_for_few_clips(monkeypatch):
+    """Use worker processes whenever more than one is asked for, so the tests exercise the pool."""
+    monkeypatch.setattr(bd, "MIN_CLIPS_FOR_WORKERS", 2)
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg", ".m4a", ".wma", ".aac", ".aiff", ".aif", ".aifc")
 SAMPLE_RATE = 44100
 SAMPLES_PER_FRAME = 2048
+MIN_CLIPS_FOR_WORKERS = 256
 FILELIST_LANGUAGES = {"zh": "zh", "jp": "jp", "ja": "jp", "en": "en"}
 
 _BRACES = re.compile(r"\{.*?\}")
@@ -337,7 +338,7 @@ def pack_groups(
     Work is split per clip (not per group), so a single-speaker dataset uses every worker too.
     """
     tasks = [(clip, num_codebooks) for group in groups for clip in group.clips]
-    if num_workers <= 1 or len(tasks) <= 1:
+    if num_workers <= 1 or len(tasks) < MIN_CLIPS_FOR_WORKERS:  # a pool costs more than it saves
         results: Iterator = map(_pack_task, tasks)
         yield from _regroup(groups, results)
         return
