@@ -518,3 +518,11 @@ def test_flaky_proxy_cuts_a_response(hub):
     with pytest.raises(http.client.IncompleteRead):
         conn.getresponse().read()
     assert proxy.fired == 1
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A tiny random base model in the real layout (written once per session, ~10 s): treat as read-only."""
+    from fish_speech.tiny import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "base", seed=0)
