@@ -230,7 +230,7 @@ def run_training(opts: TrainOptions) -> dict[str, Any]:
         default_root_dir=out,
         benchmark=cuda,
     )
-    dataset.rank = trainer.global_rank
+    monitor.dataset = dataset  # gets the rank at fit start (DDP ranks are known then)
     loader = make_loader(dataset, opts.num_workers, pin_memory=cuda)
     trainer.fit(module, train_dataloaders=loader, ckpt_path=resume_path)
 
@@ -257,12 +257,14 @@ def _prepare_output(out: Path, ckpt_dir: Path, opts: TrainOptions) -> Path | Non
     out.mkdir(parents=True, exist_ok=True)
     remove_temp_files(ckpt_dir)
     existing = list_checkpoints(ckpt_dir)
-    if opts.overwrite:
+    if opts.overwrite and _launcher_rank() == 0:  # DDP re-runs this in every rank: only rank 0 deletes
         for _, p in existing:
             p.unlink()
         for name in ("metrics.json", "metrics.csv", "loss.png", SUMMARY_FILE):
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(ckpt_dir, ignore_errors=True)
+        return None
+    if opts.overwrite:
         return None
     if not opts.resume:
         if existing:
@@ -275,6 +277,11 @@ def _prepare_output(out: Path, ckpt_dir: Path, opts: TrainOptions) -> Path | Non
     if path is None and existing:
         raise UserError(f"{ckpt_dir}: none of the {len(existing)} checkpoints is complete; cannot resume")
     return path
+
+
+def _launcher_rank() -> int:
+    """Global rank set by a distributed launcher (0 when not distributed)."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
 
 
 def _summary(

@@ -59,8 +59,13 @@ class TrainingMonitor(L.Callback):
         self.truncated = 0
         self.tokens_total = 0
         self.train_seconds = 0.0
+        self.dataset: Any = None
 
     # ---- the loop ----
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: LoraTrainModule) -> None:
+        if self.dataset is not None:  # each rank draws its own batches
+            self.dataset.rank = trainer.global_rank
 
     def on_train_start(self, trainer: L.Trainer, pl_module: LoraTrainModule) -> None:
         self.last_step = trainer.global_step
