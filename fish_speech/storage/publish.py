@@ -28,6 +28,8 @@ def publish_dir(
     from fish_speech.storage.manifest import content_hash
 
     src = Path(src_dir)
+    if uri.scheme == "tiny":
+        raise UserError("'tiny' is a source, not a destination")
     if not src.is_dir():
         raise UserError(f"{src}: no such directory")
     entries = build_manifest(src, jobs=jobs)
@@ -35,8 +37,6 @@ def publish_dir(
         raise UserError(f"{src}: nothing to publish (empty directory)")
     write_manifest(src, entries)
     result = {"destination": str(uri), "content_hash": content_hash(entries)}
-    if uri.scheme == "tiny":
-        raise UserError("'tiny' is a source, not a destination")
     if uri.scheme == "hf":
         from fish_speech.storage.hf import publish_hf
 
