@@ -16,6 +16,7 @@ from test_storage_servers import (  # noqa: F401
     AWS_KEY_ID,
     AWS_SECRET,
     READ_TOKEN,
+    WRITE_TOKEN,
     FlakyProxy,
     fast_retries,
     hf_env,
@@ -149,10 +150,12 @@ def test_credentials_never_reach_the_output(s3_server, s3_env, hf_env, tmp_path)
     hf = {"HF_TOKEN": READ_TOKEN}
     runs.append(cli("-v", "fetch-weights", f"hf://{repo}", "--output", tmp_path / "hf", "--no-check", env=hf))
     runs.append(cli("-v", "fetch-weights", f"hf://{repo}@nope", "--output", tmp_path / "hf2", env=hf))
-    assert [r.returncode for r in runs] == [0, 2, 0, 2]
+    runs.append(cli("-v", "publish", tmp_path / "ok", f"s3://{s3_env}/published"))
+    runs.append(cli("-v", "publish", tmp_path / "ok", "hf://me/published", env={"HF_TOKEN": WRITE_TOKEN}))
+    assert [r.returncode for r in runs] == [0, 2, 0, 2, 0, 0], [r.stderr[-300:] for r in runs]
     assert "does not exist" in runs[1].stderr and "not found" in runs[3].stderr
     for r in runs:
-        for secret in (AWS_SECRET, AWS_KEY_ID, READ_TOKEN):
+        for secret in (AWS_SECRET, AWS_KEY_ID, READ_TOKEN, WRITE_TOKEN):
             assert secret not in r.stdout + r.stderr
 
 

@@ -49,3 +49,11 @@ def test_network_error_mid_download_is_retried(gcs_server, gcs_env, tmp_path, mo
         fetch(gcs_env, tmp_path / "out", jobs=1)
     assert proxy.fired == 1
     assert (tmp_path / "out" / "model.pth").read_bytes() == DATA["model.pth"]
+
+
+def test_missing_key_file_falls_back_to_default_credentials(gcs_env, tmp_path, monkeypatch):
+    """The pipeline sets GOOGLE_APPLICATION_CREDENTIALS to an optional secret's mount path."""
+    gcs_put(gcs_env, {"p/a.lab": b"x"})
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "absent" / "key.json"))
+    assert fetch(gcs_env, tmp_path / "out").downloaded == 1
+    assert "GOOGLE_APPLICATION_CREDENTIALS" not in os.environ

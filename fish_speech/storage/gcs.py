@@ -36,6 +36,15 @@ class GCSStore:
     def __init__(self, uri: StorageURI, jobs: int = 8) -> None:
         self.uri = uri
         self._local = threading.local()
+        key_file = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+        if key_file and not os.path.isfile(key_file):
+            # The pipeline points this at an optional secret's mount; without the secret, fall back to the
+            # pod's own identity (Workload Identity / metadata server) instead of failing on a missing file.
+            log.info(
+                "GOOGLE_APPLICATION_CREDENTIALS file %s does not exist; using the default credentials",
+                key_file,
+            )
+            os.environ.pop("GOOGLE_APPLICATION_CREDENTIALS")
 
     def describe(self) -> str:
         return str(self.uri)
