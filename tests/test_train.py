@@ -267,3 +267,16 @@ def test_bad_inputs(tmp_path, capsys):
     assert cli_main(argv) == 0
     assert "trained 1 steps" in capsys.readouterr().out
     assert cli_main([*argv[:-1], "--max-steps", "0"]) == 2
+
+
+def test_checkpoint_writes_are_atomic(tmp_path):
+    from fish_speech.text2semantic.training.checkpoints import find_resume_checkpoint, make_checkpoint_io
+
+    io = make_checkpoint_io()
+    target = tmp_path / "step_000000001.ckpt"
+    with pytest.raises(Exception):  # noqa: B017 - whatever torch.save raises for an unpicklable object
+        io.save_checkpoint({"state_dict": {}, "bad": lambda: None}, target)
+    assert list(tmp_path.iterdir()) == []  # neither a partial final file nor a temporary one
+    io.save_checkpoint({"state_dict": {}}, target)
+    assert io.load_checkpoint(target) == {"state_dict": {}}
+    assert find_resume_checkpoint(tmp_path) is None  # loads, but is not a full training state
