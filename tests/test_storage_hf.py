@@ -42,8 +42,10 @@ def test_fetch_writes_snapshot_and_manifest(hf_env, tmp_path):
         "commit": hf_env.repos[repo]["refs"]["main"],
     }
     assert result.content_hash and len(result.entries) == 5
-    # the HF cache holds the files, the output is a link or a copy of them
+    # the HF cache holds the files, the output is a link or a copy of them; a rerun reuses both
     assert any((tmp_path / "hf-home" / "hub").rglob("model.pth"))
+    again = fetch_hf(parse_uri(f"hf://{repo}"), tmp_path / "out")
+    assert (again.downloaded, again.reused, again.entries) == (0, 5, result.entries)
 
 
 def test_revision_and_allow_patterns(hf_env, tmp_path):

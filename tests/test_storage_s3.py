@@ -40,7 +40,8 @@ def test_fetch_mirrors_prefix_with_manifest(s3_server, s3_env, tmp_path):
         assert (tmp_path / "out" / rel).read_bytes() == data
     assert not (tmp_path / "out" / "other").exists()
     assert read_manifest(tmp_path / "out") == {k: hashlib.sha256(v).hexdigest() for k, v in DATA.items()}
-    assert read_state(tmp_path / "out") == {"source": f"s3://{s3_env}/data/"}
+    state = read_state(tmp_path / "out")
+    assert state["source"] == f"s3://{s3_env}/data/" and set(state["versions"]) == set(DATA)
     assert (result.downloaded, result.reused) == (4, 0)
 
 
@@ -145,3 +146,23 @@ def test_bad_endpoint_and_half_credentials(s3_env, tmp_path, monkeypatch):
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     with pytest.raises(UserError, match="AWS_SECRET_ACCESS_KEY"):
         fetch(s3_env, tmp_path / "out")
+
+
+def test_rewritten_multipart_object_of_the_same_size_is_fetched_again(s3_server, s3_env, tmp_path):
+    """Multipart uploads have no md5 ETag: the ETag still changes when the object is rewritten."""
+    import io
+
+    from minio import Minio
+    from test_storage_servers import AWS_KEY_ID, AWS_SECRET
+
+    client = Minio(
+        s3_server[0].removeprefix("http://"), AWS_KEY_ID, AWS_SECRET, secure=False, region="us-east-1"
+    )
+    size = 6 << 20
+    for content in (b"a", b"b"):
+        client.put_object(s3_env, "w/model.pth", io.BytesIO(content * size), -1, part_size=5 << 20)
+        (obj,) = open_store(parse_uri(f"s3://{s3_env}/w")).list()
+        assert obj.checksum is None and obj.version.endswith("-2")  # two parts
+        result = fetch(s3_env, tmp_path / "out", prefix="w")
+        assert result.downloaded == 1 and (tmp_path / "out" / "model.pth").read_bytes() == content * size
+    assert fetch(s3_env, tmp_path / "out", prefix="w").reused == 1

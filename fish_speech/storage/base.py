@@ -13,12 +13,15 @@ from fish_speech.errors import UserError
 @dataclass(frozen=True)
 class RemoteObject:
     """One object under the source prefix. `rel` is its key relative to the prefix (not yet checked for
-    safety); `checksum` is (algorithm, hex digest) when the store knows one, e.g. ("md5", ...)."""
+    safety); `checksum` is (algorithm, hex digest) when the store knows one, e.g. ("md5", ...);
+    `version` changes whenever the object is rewritten (S3 ETag, GCS generation): it tells a rewritten
+    object of the same size apart when there is no content checksum (multipart uploads)."""
 
     key: str
     rel: str
     size: int
     checksum: tuple[str, str] | None = None
+    version: str | None = None
 
 
 class TransientError(Exception):

@@ -15,6 +15,7 @@ from fish_speech.storage.manifest import (
     content_hash,
     hash_file,
     read_manifest,
+    read_state,
     write_manifest,
     write_state,
 )
@@ -63,10 +64,15 @@ def filter_objects(objects: list[RemoteObject], patterns: list[str] | None) -> l
     return [o for o in objects if any(fnmatch.fnmatchcase(o.rel, p) for p in patterns)]
 
 
-def _reusable(dest: Path, obj: RemoteObject, recorded_sha: str | None) -> str | None:
-    """sha256 of `dest` if it can stand for `obj` (same size, same checksum, unchanged since the
-    manifest recorded it); None if it must be downloaded again."""
+def _reusable(
+    dest: Path, obj: RemoteObject, recorded_sha: str | None, recorded_version: str | None
+) -> str | None:
+    """sha256 of `dest` if it can stand for `obj` (same size, same checksum or object version, unchanged
+    since the manifest recorded it); None if it must be downloaded again."""
     if not dest.is_file() or dest.stat().st_size != obj.size:
+        return None
+    if obj.checksum is None and obj.version and recorded_version and obj.version != recorded_version:
+        log.info("%s: the source object was rewritten; downloading again", dest)
         return None
     algos = (
         ("sha256",) if obj.checksum is None or obj.checksum[0] == "sha256" else ("sha256", obj.checksum[0])
@@ -118,11 +124,13 @@ def fetch_tree(
     except UserError as e:
         log.warning("%s; ignoring it", e)
         previous = {}
+    state = read_state(out_dir)
+    versions = state.get("versions", {}) if state.get("source") == source else {}
 
     def check(item: tuple[RemoteObject, Path]) -> str | None:
         obj, dest = item
         rel = dest.relative_to(out_dir).as_posix()
-        return _reusable(dest, obj, previous.get(rel))
+        return _reusable(dest, obj, previous.get(rel), versions.get(rel))
 
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         reuse = list(pool.map(check, plan))
@@ -150,5 +158,6 @@ def fetch_tree(
     fresh = [dest.relative_to(out_dir).as_posix() for _, dest in todo]
     entries.update(build_manifest(out_dir, fresh, jobs))
     write_manifest(out_dir, entries)
-    write_state(out_dir, {"source": source})
+    versions = {dest.relative_to(out_dir).as_posix(): obj.version for obj, dest in plan if obj.version}
+    write_state(out_dir, {"source": source, "versions": versions} if versions else {"source": source})
     return FetchResult(out_dir, entries, downloaded=len(todo), reused=len(plan) - len(todo), removed=removed)

@@ -99,7 +99,11 @@ class GCSStore:
                 md5 = md5_hex_from_base64(b.md5_hash)  # composite objects have none
                 out.append(
                     RemoteObject(
-                        b.name, b.name[len(self.uri.prefix) :], int(b.size), ("md5", md5) if md5 else None
+                        b.name,
+                        b.name[len(self.uri.prefix) :],
+                        int(b.size),
+                        ("md5", md5) if md5 else None,
+                        str(b.generation) if b.generation else None,
                     )
                 )
             return out

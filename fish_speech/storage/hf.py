@@ -95,16 +95,22 @@ def _call(fn, uri: StorageURI):
         raise translated from e
 
 
-def _link_or_copy(src: Path, dest: Path) -> None:
-    """Put `src` (a file in the HF cache) at `dest`: a hard link when possible (no extra disk), else a copy."""
+def _link_or_copy(src: Path, dest: Path) -> bool:
+    """Put `src` (a file in the HF cache) at `dest`: a hard link when possible (no extra disk), else an
+    atomic copy. Returns False when `dest` already was that file."""
     if dest.is_file() and os.path.samefile(src, dest):
-        return
-    with atomic_path(dest) as tmp:
-        try:
-            tmp.unlink()
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
+        return False
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".tmp-{dest.name}.link")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:  # another filesystem, or links not allowed
+        with atomic_path(dest) as copy:
+            shutil.copyfile(src, copy)
+        return True
+    os.replace(tmp, dest)
+    return True
 
 
 def fetch_hf(
@@ -133,8 +139,9 @@ def fetch_hf(
     files = list_files(snapshot)
     if not files:
         raise UserError(f"{uri}: no files" + (f" match {allow_patterns}" if allow_patterns else ""))
+    placed = 0
     for rel in files:
-        _link_or_copy((snapshot / rel).resolve(), safe_join(out_dir, rel, "repository file"))
+        placed += _link_or_copy((snapshot / rel).resolve(), safe_join(out_dir, rel, "repository file"))
 
     # The cache names each LFS blob (the weights) by its sha256, as the Hub reported it: check the copies.
     expected = {}
@@ -165,13 +172,15 @@ def fetch_hf(
             )
 
     previous = read_manifest(out_dir) or {}
+    removed = 0
     for rel in sorted(set(previous) - set(entries)):
         if (out_dir / rel).is_file():
             (out_dir / rel).unlink()
+            removed += 1
     write_manifest(out_dir, entries)
     write_state(out_dir, {"source": str(uri), "commit": commit})
     log.info("%s: commit %s, %d files in %s", uri, commit, len(files), out_dir)
-    return FetchResult(out_dir, entries, downloaded=len(files), reused=0, removed=0)
+    return FetchResult(out_dir, entries, downloaded=placed, reused=len(files) - placed, removed=removed)
 
 
 def publish_hf(src_dir: str | Path, uri: StorageURI, message: str, private: bool = True) -> str:

@@ -135,7 +135,9 @@ class S3Store:
                 # A single-part upload's ETag is the object's md5; a multipart one ('...-N') is not.
                 checksum = ("md5", etag) if _MD5.match(etag) else None
                 out.append(
-                    RemoteObject(o.object_name, o.object_name[len(self.uri.prefix) :], o.size, checksum)
+                    RemoteObject(
+                        o.object_name, o.object_name[len(self.uri.prefix) :], o.size, checksum, etag or None
+                    )
                 )
             return out
 
