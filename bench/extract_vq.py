@@ -1,0 +1,175 @@
+"""Benchmark: `extract_vq` vs a naive one-file-at-a-time loop, full-size (S1-mini) random codec, CPU.
+
+- throughput: audio-seconds per wall-second over >= 24 clips of 1-12 s at 16/22.05/44.1/48 kHz (some
+  stereo). **ours** = `fish_speech.codec.extract_vq.extract_vq` (DataLoader worker decoding, length-bucketed
+  batches, encoder-only weights); **baseline** = the same model object called on one file at a time in
+  sorted order (load, mix, resample, encode, np.save), no workers: upstream's loop at batch size 1.
+  Both write identical `.npy` files (checked).
+- peak RSS: one 60 s clip at batch 1, each in a fresh process: ours (`fish-speech extract-vq`, the
+  encoder-only memory-mapped load) vs the naive loop with the whole codec loaded by `torch.load`
+  without mmap (as upstream does).
+
+    python bench/extract_vq.py            # full run (~25 min on 2 cores)
+    python bench/extract_vq.py --quick    # 6 short clips, 20 s clip for memory (~5 min)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from common import REPO, Row, report
+
+RATES = (16000, 22050, 44100, 48000)
+
+
+def make_clips(folder: Path, count: int, min_s: float, max_s: float, seed: int = 0) -> float:
+    """Write `count` speech-like clips of mixed length, rate and channel count; returns total seconds."""
+    rng = np.random.default_rng(seed)
+    total = 0.0
+    for i in range(count):
+        seconds = float(rng.uniform(min_s, max_s))
+        sr = RATES[i % len(RATES)]
+        n = int(seconds * sr)
+        t = np.arange(n) / sr
+        f0 = 100 + 80 * rng.random()
+        x = sum(np.sin(2 * np.pi * f0 * k * t + rng.random() * 6.28) / k for k in range(1, 8))
+        x = 0.3 * x * (0.5 - 0.5 * np.cos(2 * np.pi * 3 * t)) / 3 + 0.01 * rng.standard_normal(n)
+        data = np.stack([x, 0.8 * x], axis=1) if i % 5 == 4 else x[:, None]
+        path = folder / f"speaker{i % 3}" / f"clip{i:03d}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, data.astype(np.float32), sr, subtype="PCM_16")
+        total += n / sr
+    return total
+
+
+def naive_loop(folder: Path, model) -> None:
+    """Upstream's extract_vq at batch size 1: load, mix, resample, encode, save, one file after another."""
+    import torch
+
+    from fish_speech.audio import downmix, load_audio, resample
+    from fish_speech.codec.extract_vq import discover_audio
+
+    for path in discover_audio(folder):
+        wav, sr = load_audio(path)
+        mono = torch.from_numpy(np.ascontiguousarray(downmix(wav)))
+        audio = resample(mono, sr, 44100)
+        codes, frames = model.encode(audio.view(1, 1, -1), torch.tensor([audio.shape[-1]]))
+        np.save(path.with_suffix(".npy"), codes[0, :, : int(frames[0])].numpy())
+
+
+def npy_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*.npy"))}
+
+
+def peak_rss_gib(code: str) -> tuple[float, float]:
+    """Peak RSS (GiB) of a fresh Python process running `code`, and of its own children (workers)."""
+    probe = (
+        "\nimport resource\n"
+        "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
+        " resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code + probe],
+        check=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+    ).stdout
+    line = next(x for x in out.splitlines() if x.startswith("PEAK"))
+    own, children = (int(v) / 2**20 for v in line.split()[1:])
+    return own, children
+
+
+def main(quick: bool = False) -> list[Row]:
+    import torch
+
+    from fish_speech.codec.checkpoint import load_codec, write_random_codec
+    from fish_speech.codec.extract_vq import extract_vq
+    from fish_speech.codec.model import CodecConfig
+
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="bench-extract-vq-") as tmp:
+        tmp = Path(tmp)
+        codec_path = Path(os.environ.get("BENCH_CODEC", tmp / "codec.pth"))
+        if not codec_path.exists():
+            write_random_codec(codec_path, CodecConfig.s1_mini(), seed=0)
+        count, lo, hi = (6, 1.0, 3.0) if quick else (24, 1.0, 12.0)
+        ours_dir, naive_dir = tmp / "ours", tmp / "naive"
+        ours_dir.mkdir()
+        seconds = make_clips(ours_dir, count, lo, hi)
+        shutil.copytree(ours_dir, naive_dir)
+        model = load_codec(codec_path, encode_only=True)
+
+        start = time.perf_counter()
+        naive_loop(naive_dir, model)
+        naive_s = time.perf_counter() - start
+        start = time.perf_counter()
+        summary = extract_vq(
+            ours_dir, codec_path, batch_size=16, num_workers=1, device="cpu", model=model, progress=False
+        )
+        ours_s = time.perf_counter() - start
+        assert summary["written"] == count, summary
+        same = npy_bytes(ours_dir) == npy_bytes(naive_dir)
+        rows.append(
+            Row(
+                f"extract-vq throughput ({count} clips, {seconds:.0f} s of audio, S1-mini, {torch.get_num_threads()} threads)",
+                seconds / ours_s,
+                seconds / naive_s,
+                "audio-s/s",
+                f"ours {ours_s:.1f} s vs naive loop {naive_s:.1f} s; identical .npy: {same}",
+            )
+        )
+        del model
+
+        clip_s = 20.0 if quick else 60.0
+        long_dir = tmp / "long"
+        long_dir.mkdir()
+        make_clips(long_dir, 1, clip_s, clip_s + 1e-3, seed=1)
+        for p in long_dir.rglob("*.wav"):  # exactly clip_s at 44.1 kHz
+            sf.write(p, np.resize(sf.read(p, dtype="float32")[0], int(clip_s * 44100)), 44100)
+        naive_code = (
+            "import torch, numpy as np, soundfile as sf, pathlib\n"
+            "from fish_speech.codec.checkpoint import infer_codec_config\n"
+            "from fish_speech.codec.model import Codec\n"
+            f"state = torch.load({str(codec_path)!r}, map_location='cpu', weights_only=True)\n"
+            "m = Codec(infer_codec_config(state)).eval()\n"
+            "m.load_state_dict({k: v for k, v in state.items() if not k.endswith('causal_mask')})\n"
+            f"p = next(pathlib.Path({str(long_dir)!r}).rglob('*.wav'))\n"
+            "x = torch.from_numpy(sf.read(p, dtype='float32')[0])\n"
+            "m.encode(x.view(1, 1, -1))\n"
+        )
+        ours_code = (
+            "from fish_speech.cli import main\n"
+            f"main(['extract-vq', {str(long_dir)!r}, '--checkpoint-path', {str(codec_path)!r}, "
+            "'--batch-size', '1', '--device', 'cpu', '--overwrite'])\n"
+        )
+        ours_rss, worker_rss = peak_rss_gib(ours_code)
+        naive_rss, _ = peak_rss_gib(naive_code)
+        rows.append(
+            Row(
+                f"extract-vq peak RSS, one {clip_s:.0f} s clip, batch 1",
+                ours_rss,
+                naive_rss,
+                "GiB",
+                f"lower is better; main process (decode worker: {worker_rss:.2f} GiB, mostly shared pages);"
+                " baseline = whole codec via torch.load (no mmap) + encode",
+            )
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    report("extract_vq", main(quick=args.quick))
