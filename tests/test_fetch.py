@@ -177,3 +177,11 @@ def test_bad_sources_are_one_line_errors(args, message, tmp_path, capsys, monkey
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_output_inside_a_local_source_is_refused(tmp_path, capsys):
+    (tmp_path / "data" / "spk").mkdir(parents=True)
+    (tmp_path / "data" / "spk" / "a.lab").write_text("x")
+    assert main(["fetch-data", str(tmp_path / "data"), "--output", str(tmp_path / "data" / "copy")]) == 2
+    assert "overlap" in capsys.readouterr().err
+    assert not (tmp_path / "data" / "copy").exists()

@@ -91,8 +91,10 @@ def test_publish_to_a_folder_and_bad_input(merged, tmp_path):
     assert result["uploaded"] == 4
     with pytest.raises(UserError, match="no such directory"):
         publish_dir(tmp_path / "nope", parse_uri(str(tmp_path / "x")), message="")
-    with pytest.raises(UserError, match="same folder"):
+    with pytest.raises(UserError, match="overlap"):
         publish_dir(merged, parse_uri(str(merged)), message="")
+    with pytest.raises(UserError, match="overlap"):
+        publish_dir(merged, parse_uri(str(merged / "published")), message="")
     with pytest.raises(UserError, match="not a destination"):
         publish_dir(merged, parse_uri("tiny"), message="")
 

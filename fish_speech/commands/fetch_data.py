@@ -26,14 +26,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def fetch_data(source: str, output: Path, *, allow_patterns: list[str] | None = None, jobs: int = 8):
     """Mirror `source` into `output`; returns the FetchResult (its `content_hash` is the cache key)."""
     from fish_speech.errors import UserError
-    from fish_speech.storage.fetch import fetch_tree, open_store
+    from fish_speech.storage.fetch import check_separate, fetch_tree, open_store
     from fish_speech.storage.uri import parse_uri
 
     uri = parse_uri(source)
     if uri.scheme not in ("gs", "s3", "local"):
         raise UserError(f"{source}: fetch-data reads gs://, s3:// or a local folder")
-    if uri.scheme == "local" and uri.path.resolve() == Path(output).resolve():
-        raise UserError(f"{output}: source and --output are the same folder")
+    check_separate(uri, output)
     result = fetch_tree(
         open_store(uri, jobs), output, source=uri.ident, allow_patterns=allow_patterns, jobs=jobs
     )

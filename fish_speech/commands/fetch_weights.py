@@ -42,7 +42,7 @@ def fetch_weights(
 ):
     """Fetch `source` into `output` (reusing a verified earlier fetch) and check it. Returns the
     FetchResult and the CheckpointReport (None without `check`)."""
-    from fish_speech.storage.fetch import FetchResult, fetch_tree, open_store
+    from fish_speech.storage.fetch import FetchResult, check_separate, fetch_tree, open_store
     from fish_speech.storage.manifest import (
         build_manifest,
         read_manifest,
@@ -79,20 +79,13 @@ def fetch_weights(
 
         result = fetch_hf(uri, output, allow_patterns=allow_patterns, jobs=jobs)
     else:
-        if uri.scheme == "local" and uri.path.resolve() == output.resolve():
-            raise _same_folder(output)
+        check_separate(uri, output)
         result = fetch_tree(
             open_store(uri, jobs), output, source=uri.ident, allow_patterns=allow_patterns, jobs=jobs
         )
     # The files were just hashed for the manifest: no need to hash them again in the check.
     report = check_checkpoint_dir(output, verify=False, jobs=jobs) if check else None
     return result, report
-
-
-def _same_folder(path: Path):
-    from fish_speech.errors import UserError
-
-    return UserError(f"{path}: source and --output are the same folder")
 
 
 def run(args: argparse.Namespace) -> int:

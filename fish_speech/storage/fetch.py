@@ -57,6 +57,15 @@ def open_store(uri: StorageURI, jobs: int = 8) -> ObjectStore:
     raise UserError(f"{uri}: not an object store or folder")
 
 
+def check_separate(uri: StorageURI, out_dir: str | Path) -> None:
+    """UserError when a local source and the output folder are the same or one contains the other."""
+    if uri.scheme != "local":
+        return
+    src, out = uri.path.resolve(), Path(out_dir).resolve()
+    if src == out or src.is_relative_to(out) or out.is_relative_to(src):
+        raise UserError(f"{out}: the source {src} and the output folder overlap; use separate folders")
+
+
 def filter_objects(objects: list[RemoteObject], patterns: list[str] | None) -> list[RemoteObject]:
     """Objects whose relative key matches any of the glob `patterns` (all when None)."""
     if not patterns:

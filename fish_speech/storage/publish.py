@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fish_speech.errors import UserError
 from fish_speech.storage.base import EmptyPrefixError
-from fish_speech.storage.fetch import open_store
+from fish_speech.storage.fetch import check_separate, open_store
 from fish_speech.storage.manifest import MANIFEST_NAME, build_manifest, hash_file, write_manifest
 from fish_speech.storage.transfer import upload_all
 from fish_speech.storage.uri import StorageURI
@@ -43,8 +43,7 @@ def publish_dir(
         result["commit"] = publish_hf(src, uri, message, private=private)
         result.update(uploaded=len(entries) + 1, skipped=0)
         return result
-    if uri.scheme == "local" and uri.path.resolve() == src.resolve():
-        raise UserError(f"{src}: source and destination are the same folder")
+    check_separate(uri, src)
     store = open_store(uri, jobs)
     try:
         existing = {o.rel: o for o in store.list()}

@@ -153,8 +153,12 @@ def download_all(store: ObjectStore, todo: list[tuple[RemoteObject, Path]], jobs
 
         with ThreadPoolExecutor(max(1, jobs)) as pool:
             futures = [pool.submit(download_one, store, obj, dest, progress) for obj, dest in todo]
-            for f in futures:
-                f.result()
+            try:
+                for f in futures:
+                    f.result()
+            except BaseException:
+                pool.shutdown(cancel_futures=True)  # fail fast: the partial files stay resumable
+                raise
 
 
 def upload_all(store: ObjectStore, root: Path, files: list[str], jobs: int = 8) -> None:
@@ -172,8 +176,13 @@ def upload_all(store: ObjectStore, root: Path, files: list[str], jobs: int = 8) 
                 bar.update((root / rel).stat().st_size)
 
         with ThreadPoolExecutor(max(1, jobs)) as pool:
-            for f in [pool.submit(one, rel) for rel in files]:
-                f.result()
+            futures = [pool.submit(one, rel) for rel in files]
+            try:
+                for f in futures:
+                    f.result()
+            except BaseException:
+                pool.shutdown(cancel_futures=True)
+                raise
 
 
 def md5_hex_from_base64(b64: str | None) -> str | None:
