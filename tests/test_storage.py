@@ -172,3 +172,34 @@ def test_fetch_tree_from_a_folder_leaves_user_files_alone(tmp_path):
     assert list(read_manifest(out)) == ["spk/a.lab"]
     with pytest.raises(UserError, match="no objects match"):
         fetch_tree(LocalStore(src), out, source=str(src), allow_patterns=["*.wav"])
+
+
+def test_concurrent_fetches_into_one_folder_take_turns(tmp_path):
+    import threading
+
+    src = tmp_path / "src"
+    src.mkdir()
+    data = bytes(range(256)) * 4000
+    (src / "model.pth").write_bytes(data)
+
+    class SlowStore(LocalStore):
+        def download(self, obj, out, offset, progress):
+            with open(self.root / obj.key, "rb") as f:
+                f.seek(offset)
+                while chunk := f.read(100_000):
+                    out.write(chunk)
+                    threading.Event().wait(0.01)
+
+    results = []
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(fetch_tree(SlowStore(src), tmp_path / "out", source="s"))
+        )
+        for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted((r.downloaded, r.reused) for r in results) == [(0, 1), (1, 0)]
+    assert (tmp_path / "out" / "model.pth").read_bytes() == data

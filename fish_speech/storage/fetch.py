@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +57,25 @@ def open_store(uri: StorageURI, jobs: int = 8) -> ObjectStore:
 
         return LocalStore(uri.path)
     raise UserError(f"{uri}: not an object store or folder")
+
+
+@contextlib.contextmanager
+def folder_lock(out_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `out_dir` so two fetches into it (e.g. a retried pod and its
+    predecessor) never append to the same partial file. Best effort where flock is unsupported."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ".tmp-fetch.lock", "a+b") as f:
+        try:
+            import fcntl
+
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.warning("%s: another fetch is writing here; waiting for it", out_dir)
+                fcntl.flock(f, fcntl.LOCK_EX)
+        except (ImportError, OSError) as e:  # no fcntl (Windows) or a filesystem without locks
+            log.debug("%s: not locked (%s)", out_dir, e)
+        yield
 
 
 def check_separate(uri: StorageURI, out_dir: str | Path) -> None:
@@ -127,46 +148,48 @@ def fetch_tree(
                 f"{store.describe()}: keys {seen[dest]!r} and {obj.key!r} map to the same file {dest}"
             )
         seen[dest] = obj.key
-    out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        previous = read_manifest(out_dir) or {}
-    except UserError as e:
-        log.warning("%s; ignoring it", e)
-        previous = {}
-    state = read_state(out_dir)
-    versions = state.get("versions", {}) if state.get("source") == source else {}
+    with folder_lock(out_dir):
+        try:
+            previous = read_manifest(out_dir) or {}
+        except UserError as e:
+            log.warning("%s; ignoring it", e)
+            previous = {}
+        state = read_state(out_dir)
+        versions = state.get("versions", {}) if state.get("source") == source else {}
 
-    def check(item: tuple[RemoteObject, Path]) -> str | None:
-        obj, dest = item
-        rel = dest.relative_to(out_dir).as_posix()
-        return _reusable(dest, obj, previous.get(rel), versions.get(rel))
+        def check(item: tuple[RemoteObject, Path]) -> str | None:
+            obj, dest = item
+            rel = dest.relative_to(out_dir).as_posix()
+            return _reusable(dest, obj, previous.get(rel), versions.get(rel))
 
-    with ThreadPoolExecutor(max(1, jobs)) as pool:
-        reuse = list(pool.map(check, plan))
-    todo = [item for item, sha in zip(plan, reuse, strict=True) if sha is None]
-    log.info(
-        "%s: %d files, %d up to date, %d to download",
-        store.describe(),
-        len(plan),
-        len(plan) - len(todo),
-        len(todo),
-    )
-    download_all(store, todo, jobs)
+        with ThreadPoolExecutor(max(1, jobs)) as pool:
+            reuse = list(pool.map(check, plan))
+        todo = [item for item, sha in zip(plan, reuse, strict=True) if sha is None]
+        log.info(
+            "%s: %d files, %d up to date, %d to download",
+            store.describe(),
+            len(plan),
+            len(plan) - len(todo),
+            len(todo),
+        )
+        download_all(store, todo, jobs)
 
-    rels = {dest.relative_to(out_dir).as_posix() for _, dest in plan}
-    removed = 0
-    for rel in sorted(set(previous) - rels):
-        path = out_dir / rel
-        if path.is_file():
-            log.info("%s: no longer in %s; removing", path, store.describe())
-            path.unlink()
-            removed += 1
-    entries = {
-        dest.relative_to(out_dir).as_posix(): sha for (_, dest), sha in zip(plan, reuse, strict=True) if sha
-    }
-    fresh = [dest.relative_to(out_dir).as_posix() for _, dest in todo]
-    entries.update(build_manifest(out_dir, fresh, jobs))
-    write_manifest(out_dir, entries)
-    versions = {dest.relative_to(out_dir).as_posix(): obj.version for obj, dest in plan if obj.version}
-    write_state(out_dir, {"source": source, "versions": versions} if versions else {"source": source})
+        rels = {dest.relative_to(out_dir).as_posix() for _, dest in plan}
+        removed = 0
+        for rel in sorted(set(previous) - rels):
+            path = out_dir / rel
+            if path.is_file():
+                log.info("%s: no longer in %s; removing", path, store.describe())
+                path.unlink()
+                removed += 1
+        entries = {
+            dest.relative_to(out_dir).as_posix(): sha
+            for (_, dest), sha in zip(plan, reuse, strict=True)
+            if sha
+        }
+        fresh = [dest.relative_to(out_dir).as_posix() for _, dest in todo]
+        entries.update(build_manifest(out_dir, fresh, jobs))
+        write_manifest(out_dir, entries)
+        versions = {dest.relative_to(out_dir).as_posix(): obj.version for obj, dest in plan if obj.version}
+        write_state(out_dir, {"source": source, "versions": versions} if versions else {"source": source})
     return FetchResult(out_dir, entries, downloaded=len(todo), reused=len(plan) - len(todo), removed=removed)
