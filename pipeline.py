@@ -13,6 +13,7 @@ from images/images.json (override the registry and tag with IMAGE_REGISTRY / IMA
 
 # No `from __future__ import annotations`: KFP reads the pipeline function's annotation objects.
 import argparse
+import builtins
 import functools
 import inspect
 import json
@@ -146,6 +147,7 @@ def build_pipeline():
         gpu_tolerations: list = DEFAULT_GPU_TOLERATIONS,
         workspace_pvc: str = WORKSPACE_PVC,
         checkpoint_root: str = f"{WORKSPACE_MOUNT}/checkpoints",
+        data_mirror_root: str = f"{WORKSPACE_MOUNT}/mirror",
         publish_destination: str = "",
     ):
         status = c.report_status(
@@ -157,11 +159,13 @@ def build_pipeline():
             _on_workspace(_with_storage_secrets(weights), workspace_pvc).set_retry(**IO_RETRY)
 
             # Never cached: its output (the hash) is what makes the data steps' cache keys content-based.
-            hashed = c.content_hash(source=data_source).set_caching_options(False)
+            hashed = c.content_hash(source=data_source, mirror_root=data_mirror_root).set_caching_options(
+                False
+            )
             _on_workspace(_with_storage_secrets(hashed), workspace_pvc).set_retry(**IO_RETRY)
             digest = hashed.output
 
-            raw = c.fetch_data(source=data_source, content_hash=digest)
+            raw = c.fetch_data(source=data_source, content_hash=digest, mirror_root=data_mirror_root)
             _on_workspace(_with_storage_secrets(raw), workspace_pvc).set_retry(**IO_RETRY)
 
             checked = c.validate(
@@ -185,8 +189,8 @@ def build_pipeline():
                     content_hash=digest,
                     batch_size=vq_batch_size,
                     precision=vq_precision,
-                    accelerator_type=accelerator_type,
-                    accelerator_count=accelerator_count,
+                    gpu_type=accelerator_type,
+                    gpu_count=accelerator_count,
                 )
                 _on_gpu_pool(codes, accelerator_type, accelerator_count, gpu_node_selector, gpu_tolerations)
 
@@ -208,8 +212,8 @@ def build_pipeline():
                 val_fraction=val_fraction,
                 save_every=save_every,
                 checkpoint_root=checkpoint_root,
-                accelerator_type=accelerator_type,
-                accelerator_count=accelerator_count,
+                gpu_type=accelerator_type,
+                gpu_count=accelerator_count,
             )
             _on_gpu_pool(train, accelerator_type, accelerator_count, gpu_node_selector, gpu_tolerations)
             _on_workspace(train, workspace_pvc)
@@ -219,8 +223,8 @@ def build_pipeline():
                 lora=train.outputs["lora"],
                 lora_config=lora_config,
                 checkpoint=checkpoint,
-                accelerator_type=accelerator_type,
-                accelerator_count=accelerator_count,
+                gpu_type=accelerator_type,
+                gpu_count=accelerator_count,
             )
             _on_gpu_pool(merged, accelerator_type, accelerator_count, gpu_node_selector, gpu_tolerations)
 
@@ -337,6 +341,7 @@ def run_local(
         "base_model": base,
         "data_source": str(data),
         "checkpoint_root": str(output / "checkpoints"),
+        "data_mirror_root": str(output / "mirror"),
         "publish_destination": str(output / "model"),
         **(params or {}),
     }
@@ -345,7 +350,13 @@ def run_local(
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
     before = {p.name for p in root.iterdir()}
     started = time.monotonic()
-    build_pipeline()(**arguments)
+    # kfp.local swaps builtins.print for an indenting one per task, racily when tasks run in parallel
+    # threads (the ParallelFor shards); put the real one back afterwards.
+    real_print = builtins.print
+    try:
+        build_pipeline()(**arguments)
+    finally:
+        builtins.print = real_print
     seconds = time.monotonic() - started
     new = sorted(p for p in root.iterdir() if p.is_dir() and p.name not in before)
     if not new:

@@ -23,8 +23,8 @@ def extract_vq(
     content_hash: str,
     batch_size: int,
     precision: str,
-    accelerator_type: str,
-    accelerator_count: int,
+    gpu_type: str,
+    gpu_count: int,
     codes: Output[Dataset],
     metrics: Output[Metrics],
 ):

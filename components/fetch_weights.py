@@ -8,17 +8,16 @@ from components.images import CPU_IMAGE
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def fetch_weights(source: str, revision: str, model: Output[Model]):
-    """`fish-speech fetch-weights SOURCE[@REVISION] --output MODEL` (tiny, hf://, gs://, s3://, local dir)."""
+    """`fish-speech fetch-weights SOURCE --output MODEL [--revision REV]` (tiny, hf://, gs://, s3://, dir)."""
     from fish_speech.cli import main
 
+    argv = ["fetch-weights", source, "--output", model.path]
     if revision:
         if not source.startswith("hf://"):
             raise ValueError(f"base_revision={revision!r} applies to hf:// sources only, not {source!r}")
-        if "@" in source:
-            raise ValueError(f"give the revision once: in base_model ({source!r}) or in base_revision")
-        source = f"{source}@{revision}"
-    argv = ["fetch-weights", source, "--output", model.path]
+        argv += ["--revision", revision]
     status = main(argv)
     if status != 0:
         raise RuntimeError(f"fish-speech {' '.join(argv)} exited with status {status}")
     model.metadata["source"] = source
+    model.metadata["revision"] = revision

@@ -25,8 +25,8 @@ def lora_train(
     val_fraction: float,
     save_every: int,
     checkpoint_root: str,
-    accelerator_type: str,
-    accelerator_count: int,
+    gpu_type: str,
+    gpu_count: int,
     lora: Output[Model],
     metrics: Output[Metrics],
     loss_plot: Output[HTML],
@@ -127,7 +127,7 @@ def lora_train(
         {
             "lora_config": lora_config,
             "checkpoints": [p.name for p in checkpoints],
-            "accelerator": f"{accelerator_count} x {accelerator_type}",
+            "accelerator": f"{gpu_count} x {gpu_type}",
             "checkpoint_folder": str(results),
         }
     )

@@ -12,8 +12,8 @@ def merge_lora(
     lora: Input[Model],
     lora_config: str,
     checkpoint: str,
-    accelerator_type: str,
-    accelerator_count: int,
+    gpu_type: str,
+    gpu_count: int,
     merged: Output[Model],
 ):
     """`fish-speech merge-lora --lora-config C --base-weight BASE --lora-weight CKPT --output MERGED`.

@@ -7,6 +7,7 @@ Also: the plain-Python parts of components (plan_shards, report_status) and thei
 
 # (no `from __future__ import annotations`: the test pipeline below needs real annotations)
 
+import builtins
 import json
 import shutil
 import sys
@@ -67,8 +68,8 @@ def test_data_steps_on_the_demo_voice(tmp_path, demo_voice, codec_model):
                 content_hash="h1",
                 batch_size=4,
                 precision="float32",
-                accelerator_type="nvidia.com/gpu",
-                accelerator_count=1,
+                gpu_type="nvidia.com/gpu",
+                gpu_count=1,
             )
         c.build_dataset(
             data=normalized.outputs["normalized"],
@@ -77,7 +78,11 @@ def test_data_steps_on_the_demo_voice(tmp_path, demo_voice, codec_model):
         )
 
     root = _local(tmp_path)
-    data_steps(data_uri=str(data), model_uri=str(codec_model), num_shards=2)
+    real_print = builtins.print  # kfp.local may leave its indenting print() behind (see pipeline.py)
+    try:
+        data_steps(data_uri=str(data), model_uri=str(codec_model), num_shards=2)
+    finally:
+        builtins.print = real_print
     (run,) = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("data-steps")]
 
     report = (run / "validate" / "report").read_text()

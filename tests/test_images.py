@@ -63,7 +63,8 @@ def test_gpu_image_builds_against_cuda():
 
 def test_build_commands(capsys):
     assert build.main(["build", "--registry", "reg.example/me", "--tag", "v3", "--dry-run"]) == 0
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("+ ")]
+    # strip: an in-process kfp.local run elsewhere in the session may leave print() indenting
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines() if line.strip().startswith("+ ")]
     assert len(lines) == 2
     for kind, line in zip(("cpu", "gpu"), lines, strict=True):
         argv = line[2:].split()
