@@ -185,3 +185,13 @@ def test_output_inside_a_local_source_is_refused(tmp_path, capsys):
     assert main(["fetch-data", str(tmp_path / "data"), "--output", str(tmp_path / "data" / "copy")]) == 2
     assert "overlap" in capsys.readouterr().err
     assert not (tmp_path / "data" / "copy").exists()
+
+
+def test_fetch_data_starts_fast_without_torch(tmp_path):
+    code = (
+        "import sys\nfrom fish_speech.cli import main\n"
+        f"assert main(['fetch-data', {str(DEMO)!r}, '--output', {str(tmp_path / 'out')!r}]) == 0\n"
+        "assert 'torch' not in sys.modules, 'fetch-data imported torch'\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
