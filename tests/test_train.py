@@ -280,3 +280,12 @@ def test_checkpoint_writes_are_atomic(tmp_path):
     io.save_checkpoint({"state_dict": {}}, target)
     assert io.load_checkpoint(target) == {"state_dict": {}}
     assert find_resume_checkpoint(tmp_path) is None  # loads, but is not a full training state
+
+
+def test_bf16_mixed_precision_keeps_fp32_adapters(tmp_path):
+    """The GPU default (bf16 base weights, fp32 adapters under autocast), run on the CPU."""
+    summary = train(PROTOS, CKPT, tmp_path / "run", max_steps=2, save_every=2, precision="bf16-mixed", **FAST)
+    assert summary["precision"] == "bf16-mixed"
+    assert summary["final_train_loss"] is not None and summary["final_val_loss"] is not None
+    state = _lora(tmp_path / "run" / "checkpoints" / "step_000000002.ckpt")
+    assert {v.dtype for v in state.values()} == {torch.float32}
