@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import threading
@@ -12,10 +13,15 @@ from typing import BinaryIO
 
 from fish_speech.errors import UserError
 from fish_speech.storage.base import RemoteObject, TransientError, no_objects_error
-from fish_speech.storage.transfer import md5_hex_from_base64, retry
+from fish_speech.storage.transfer import retry
 from fish_speech.storage.uri import StorageURI
 
 log = logging.getLogger(__name__)
+
+
+def md5_hex_from_base64(b64: str | None) -> str | None:
+    """GCS reports md5 as base64; the transfer engine compares hex digests."""
+    return base64.b64decode(b64).hex() if b64 else None
 
 
 class _Counting:

@@ -7,7 +7,6 @@ store's checksum, and are renamed to the final name only when complete.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import random
@@ -33,7 +32,6 @@ T = TypeVar("T")
 ATTEMPTS = 6
 BASE_DELAY = 1.0
 MAX_DELAY = 30.0
-_CHUNK = 1 << 20
 
 
 class ChecksumError(TransientError):
@@ -61,16 +59,6 @@ def retry(fn: Callable[[], T], what: str, attempts: int | None = None, base_dela
 def part_path(dest: Path) -> Path:
     """Where the partial download of `dest` lives (a temp name: discovery skips it)."""
     return dest.with_name(f".tmp-{dest.name}.part")
-
-
-def matches(path: Path, obj: RemoteObject) -> bool:
-    """True if the local file has the object's size and, when the store gives one, its checksum."""
-    if not path.is_file() or path.stat().st_size != obj.size:
-        return False
-    if obj.checksum is None:
-        return True
-    algo, digest = obj.checksum
-    return hash_file(path, (algo,))[algo] == digest
 
 
 def download_one(store: ObjectStore, obj: RemoteObject, dest: Path, progress: Callable[[int], None]) -> None:
@@ -183,21 +171,3 @@ def upload_all(store: ObjectStore, root: Path, files: list[str], jobs: int = 8) 
             except BaseException:
                 pool.shutdown(cancel_futures=True)
                 raise
-
-
-def md5_hex_from_base64(b64: str | None) -> str | None:
-    """GCS reports md5 as base64; the transfer engine compares hex digests."""
-    if not b64:
-        return None
-    import base64
-
-    return base64.b64decode(b64).hex()
-
-
-def file_md5(path: Path) -> str:
-    """Hex md5 of a file (what S3 ETags and GCS md5Hash hold for single-part uploads)."""
-    h = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
