@@ -59,7 +59,12 @@ def test_revision_and_allow_patterns(hf_env, tmp_path):
         "special_tokens.json",
     ]
     assert (tmp_path / "old" / "config.json").read_bytes() == b'{"dim": 64}\n'
-    fetch_hf(parse_uri(f"hf://{repo}", revision="main"), tmp_path / "new", allow_patterns=["config.json"])
+    fetch_hf(parse_uri(f"hf://{repo}", revision="main"), tmp_path / "full")
+    # the cached snapshot now holds every file: a filtered fetch still places only what it asked for
+    new = fetch_hf(
+        parse_uri(f"hf://{repo}", revision="main"), tmp_path / "new", allow_patterns=["config.json"]
+    )
+    assert list(new.entries) == ["config.json"]
     assert (tmp_path / "new" / "config.json").read_bytes() == b'{"dim": 128}\n'
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from fish_speech.errors import UserError
 from fish_speech.fileio import atomic_path
 from fish_speech.storage.base import TransientError
-from fish_speech.storage.fetch import FetchResult
+from fish_speech.storage.fetch import FetchResult, folder_lock
 from fish_speech.storage.manifest import (
     build_manifest,
     list_files,
@@ -116,9 +116,10 @@ def _link_or_copy(src: Path, dest: Path) -> bool:
 def fetch_hf(
     uri: StorageURI, out_dir: str | Path, *, allow_patterns: list[str] | None = None, jobs: int = 8
 ) -> FetchResult:
-    """Download `uri` into the HF cache (resuming partial files, retrying network errors), place the
-    snapshot in `out_dir`, check every LFS file against the Hub's sha256, write the manifest."""
+    """Download `uri` into the HF cache (files already there are reused; network errors are retried),
+    place the snapshot in `out_dir`, check every LFS file against the Hub's sha256, write the manifest."""
     from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub.utils import filter_repo_objects
 
     out_dir = Path(out_dir)
     settings = hub_settings()
@@ -136,49 +137,53 @@ def fetch_hf(
 
     snapshot = Path(retry(lambda: _call(download, uri), f"download {uri}"))
     commit = snapshot.name
-    files = list_files(snapshot)
+    # The snapshot folder also holds files of earlier downloads of this commit: keep the requested ones.
+    files = list(filter_repo_objects(list_files(snapshot), allow_patterns=allow_patterns))
     if not files:
         raise UserError(f"{uri}: no files" + (f" match {allow_patterns}" if allow_patterns else ""))
-    placed = 0
-    for rel in files:
-        placed += _link_or_copy((snapshot / rel).resolve(), safe_join(out_dir, rel, "repository file"))
+    with folder_lock(out_dir):
+        placed = 0
+        for rel in files:
+            placed += _link_or_copy((snapshot / rel).resolve(), safe_join(out_dir, rel, "repository file"))
 
-    # The cache names each LFS blob (the weights) by its sha256, as the Hub reported it: check the copies.
-    expected = {}
-    for rel in files:
-        blob = (snapshot / rel).resolve().name
-        if len(blob) == 64 and all(c in "0123456789abcdef" for c in blob):
-            expected[rel] = blob
-    entries = build_manifest(out_dir, files, jobs)
-    for rel in [r for r in files if r in expected and expected[r] != entries[r]]:
-        if offline:
-            raise UserError(
-                f"{uri}: {rel} in the Hugging Face cache is corrupt (sha256 mismatch) and HF_HUB_OFFLINE is set"
+        # The cache names each LFS blob (the weights) by its sha256, as the Hub reported it: check the copies.
+        expected = {}
+        for rel in files:
+            blob = (snapshot / rel).resolve().name
+            if len(blob) == 64 and all(c in "0123456789abcdef" for c in blob):
+                expected[rel] = blob
+        entries = build_manifest(out_dir, files, jobs)
+        for rel in [r for r in files if r in expected and expected[r] != entries[r]]:
+            if offline:
+                raise UserError(
+                    f"{uri}: {rel} in the Hugging Face cache is corrupt (sha256 mismatch) and HF_HUB_OFFLINE is set"
+                )
+            log.warning(
+                "%s: %s in the Hugging Face cache is corrupt (sha256 mismatch); downloading it again",
+                uri,
+                rel,
             )
-        log.warning(
-            "%s: %s in the Hugging Face cache is corrupt (sha256 mismatch); downloading it again", uri, rel
-        )
-        path = _call(
-            lambda rel=rel: hf_hub_download(
-                uri.bucket, rel, revision=commit, force_download=True, **settings
-            ),
-            uri,
-        )
-        _link_or_copy(Path(path).resolve(), out_dir / rel)
-        entries[rel] = build_manifest(out_dir, [rel], 1)[rel]
-        if entries[rel] != expected[rel]:
-            raise UserError(
-                f"{uri}: {rel}: sha256 mismatch after downloading again (expected {expected[rel]})"
+            path = _call(
+                lambda rel=rel: hf_hub_download(
+                    uri.bucket, rel, revision=commit, force_download=True, **settings
+                ),
+                uri,
             )
+            _link_or_copy(Path(path).resolve(), out_dir / rel)
+            entries[rel] = build_manifest(out_dir, [rel], 1)[rel]
+            if entries[rel] != expected[rel]:
+                raise UserError(
+                    f"{uri}: {rel}: sha256 mismatch after downloading again (expected {expected[rel]})"
+                )
 
-    previous = read_manifest(out_dir) or {}
-    removed = 0
-    for rel in sorted(set(previous) - set(entries)):
-        if (out_dir / rel).is_file():
-            (out_dir / rel).unlink()
-            removed += 1
-    write_manifest(out_dir, entries)
-    write_state(out_dir, {"source": str(uri), "commit": commit})
+        previous = read_manifest(out_dir) or {}
+        removed = 0
+        for rel in sorted(set(previous) - set(entries)):
+            if (out_dir / rel).is_file():
+                (out_dir / rel).unlink()
+                removed += 1
+        write_manifest(out_dir, entries)
+        write_state(out_dir, {"source": str(uri), "commit": commit})
     log.info("%s: commit %s, %d files in %s", uri, commit, len(files), out_dir)
     return FetchResult(out_dir, entries, downloaded=placed, reused=len(files) - placed, removed=removed)
 
