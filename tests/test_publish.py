@@ -59,6 +59,7 @@ def test_publish_to_a_bucket_and_fetch_back(scheme, request, merged, tmp_path, c
         **expected_manifest(),
         MANIFEST_NAME: hashlib.sha256(format_manifest(expected_manifest()).encode()).hexdigest(),
     }
+    assert not (merged / MANIFEST_NAME).exists()  # the published folder is only read
     # a rerun uploads only the manifest again
     result = publish_dir(merged, uri, message="again")
     assert (result["uploaded"], result["skipped"]) == (1, 3)

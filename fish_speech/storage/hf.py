@@ -18,6 +18,7 @@ from fish_speech.fileio import atomic_path
 from fish_speech.storage.base import TransientError
 from fish_speech.storage.fetch import FetchResult, folder_lock
 from fish_speech.storage.manifest import (
+    MANIFEST_NAME,
     build_manifest,
     list_files,
     read_manifest,
@@ -188,10 +189,17 @@ def fetch_hf(
     return FetchResult(out_dir, entries, downloaded=placed, reused=len(files) - placed, removed=removed)
 
 
-def publish_hf(src_dir: str | Path, uri: StorageURI, message: str, private: bool = True) -> str:
-    """Upload every file of `src_dir` to the model repo `uri` in one commit (creating the repo, private
-    by default, if needed). Returns the commit URL."""
-    from huggingface_hub import HfApi
+def publish_hf(
+    src_dir: str | Path,
+    files: list[str],
+    manifest: bytes,
+    uri: StorageURI,
+    message: str,
+    private: bool = True,
+) -> str:
+    """Upload `files` (relative to `src_dir`) and `manifest` as MANIFEST.sha256 to the model repo `uri` in
+    one commit, creating the repo (private by default) if needed. Returns the commit URL."""
+    from huggingface_hub import CommitOperationAdd, HfApi
 
     settings = hub_settings()
     if not settings["token"]:
@@ -200,13 +208,9 @@ def publish_hf(src_dir: str | Path, uri: StorageURI, message: str, private: bool
 
     def upload() -> str:
         api.create_repo(uri.bucket, private=private, exist_ok=True)
-        info = api.upload_folder(
-            repo_id=uri.bucket,
-            folder_path=str(src_dir),
-            revision=uri.revision,
-            commit_message=message,
-            ignore_patterns=[".tmp-*", "**/.tmp-*", ".fetch.json", ".cache/**"],
-        )
-        return str(getattr(info, "commit_url", info))
+        operations = [CommitOperationAdd(rel, str(Path(src_dir) / rel)) for rel in files]
+        operations.append(CommitOperationAdd(MANIFEST_NAME, manifest))
+        info = api.create_commit(uri.bucket, operations, commit_message=message, revision=uri.revision)
+        return str(info.commit_url)
 
     return retry(lambda: _call(upload, uri), f"publish to {uri}")

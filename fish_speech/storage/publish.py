@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 
 from fish_speech.errors import UserError
 from fish_speech.storage.base import EmptyPrefixError
 from fish_speech.storage.fetch import check_separate, open_store
-from fish_speech.storage.manifest import MANIFEST_NAME, build_manifest, hash_file, write_manifest
+from fish_speech.storage.manifest import MANIFEST_NAME, build_manifest, format_manifest, hash_file
 from fish_speech.storage.transfer import upload_all
 from fish_speech.storage.uri import StorageURI
 
@@ -18,7 +19,8 @@ log = logging.getLogger(__name__)
 def publish_dir(
     src_dir: str | Path, uri: StorageURI, *, message: str, jobs: int = 8, private: bool = True
 ) -> dict:
-    """Write `src_dir/MANIFEST.sha256`, then upload every file of `src_dir` to `uri`.
+    """Upload every file of `src_dir` (not temporary files) and a `MANIFEST.sha256` of them to `uri`.
+    `src_dir` is only read (it may be a read-only input artifact).
 
     Object stores: files already there with the same size and checksum are skipped (a rerun after an
     interruption uploads only what is missing) and the manifest goes last, so its presence means the
@@ -35,12 +37,12 @@ def publish_dir(
     entries = build_manifest(src, jobs=jobs)
     if not entries:
         raise UserError(f"{src}: nothing to publish (empty directory)")
-    write_manifest(src, entries)
+    manifest = format_manifest(entries)
     result = {"destination": str(uri), "content_hash": content_hash(entries)}
     if uri.scheme == "hf":
         from fish_speech.storage.hf import publish_hf
 
-        result["commit"] = publish_hf(src, uri, message, private=private)
+        result["commit"] = publish_hf(src, list(entries), manifest.encode(), uri, message, private=private)
         result.update(uploaded=len(entries) + 1, skipped=0)
         return result
     check_separate(uri, src)
@@ -60,6 +62,8 @@ def publish_dir(
     skipped = len(entries) - len(todo)
     log.info("publish %s -> %s: %d files to upload, %d already there", src, uri, len(todo), skipped)
     upload_all(store, src, todo, jobs)
-    upload_all(store, src, [MANIFEST_NAME], 1)  # last: marks the upload complete
+    with tempfile.TemporaryDirectory(prefix="fish-speech-publish-") as tmp:
+        (Path(tmp) / MANIFEST_NAME).write_text(manifest, encoding="utf-8")
+        upload_all(store, Path(tmp), [MANIFEST_NAME], 1)  # last: marks the upload complete
     result.update(uploaded=len(todo) + 1, skipped=skipped)
     return result
