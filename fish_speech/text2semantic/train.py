@@ -9,6 +9,7 @@ optimizer and schedule). The output folder holds `checkpoints/step_*.ckpt`, `met
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -117,12 +118,10 @@ def train(
 
 
 def run_training(opts: TrainOptions) -> dict[str, Any]:
-    import lightning as L
     from lightning.pytorch.callbacks import TQDMProgressBar
 
     from fish_speech.text2semantic.checkpoint import check_dir, load_config, load_model, load_tokenizer
     from fish_speech.text2semantic.lora import count_trainable, resolve_lora_spec, setup_lora
-    from fish_speech.text2semantic.training.checkpoints import make_checkpoint_io
     from fish_speech.text2semantic.training.data import BatchBuilder, TrainBatches, make_loader, prepare_data
     from fish_speech.text2semantic.training.module import LoraTrainModule
     from fish_speech.text2semantic.training.monitor import TrainingMonitor
@@ -148,6 +147,8 @@ def run_training(opts: TrainOptions) -> dict[str, Any]:
                 start_step,
                 opts.max_steps,
             )
+            with contextlib.suppress(OSError, ValueError):  # the finished run's own summary
+                return json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
             summary = _summary(out, opts, spec, None, {}, started, resumed_from=resume_path.name)
             atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
             return summary
@@ -206,30 +207,7 @@ def run_training(opts: TrainOptions) -> dict[str, Any]:
         val_batches=val_batches,
         log_every=opts.log_every,
     )
-    devices = opts.devices
-    gpus = torch.cuda.device_count() if cuda else 0
-    multi = (devices in ("auto", -1) and gpus > 1) or (isinstance(devices, int) and devices > 1)
-    strategy = "ddp" if multi else "auto"
-    trainer = L.Trainer(
-        accelerator="gpu" if cuda else "cpu",
-        devices=devices,
-        strategy=strategy,
-        precision=precision,
-        max_steps=opts.max_steps,
-        max_epochs=-1,
-        accumulate_grad_batches=opts.accumulate_grad_batches,
-        gradient_clip_val=opts.gradient_clip,
-        gradient_clip_algorithm="norm",
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        enable_checkpointing=False,
-        logger=False,
-        callbacks=[monitor, TQDMProgressBar()],
-        plugins=[make_checkpoint_io()],
-        enable_model_summary=False,
-        default_root_dir=out,
-        benchmark=cuda,
-    )
+    trainer = _make_trainer(opts, precision, [monitor, TQDMProgressBar()], out)
     monitor.dataset = dataset  # gets the rank at fit start (DDP ranks are known then)
     loader = make_loader(dataset, opts.num_workers, pin_memory=cuda)
     trainer.fit(module, train_dataloaders=loader, ckpt_path=resume_path)
@@ -250,6 +228,37 @@ def run_training(opts: TrainOptions) -> dict[str, Any]:
         best_step = next((s for s, p in list_checkpoints(ckpt_dir) if p.name == best), None)
         metrics.write(checkpoint_steps=kept, best_step=best_step)
     return summary
+
+
+def _make_trainer(opts: TrainOptions, precision: str, callbacks: list, out: Path):
+    """Lightning trainer: upstream's loop settings; our callback does validation, metrics and checkpoints."""
+    import lightning as L
+
+    from fish_speech.text2semantic.training.checkpoints import make_checkpoint_io
+
+    cuda = torch.cuda.is_available()
+    devices = opts.devices
+    gpus = torch.cuda.device_count() if cuda else 0
+    multi = (devices in ("auto", -1) and gpus > 1) or (isinstance(devices, int) and devices > 1)
+    return L.Trainer(
+        accelerator="gpu" if cuda else "cpu",
+        devices=devices,
+        strategy="ddp" if multi else "auto",
+        precision=precision,
+        max_steps=opts.max_steps,
+        max_epochs=-1,
+        accumulate_grad_batches=opts.accumulate_grad_batches,
+        gradient_clip_val=opts.gradient_clip,
+        gradient_clip_algorithm="norm",
+        limit_val_batches=0,  # validation runs in TrainingMonitor, before each checkpoint
+        num_sanity_val_steps=0,
+        enable_checkpointing=False,  # TrainingMonitor writes them (atomically, with the val loss)
+        logger=False,  # metrics.json / metrics.csv instead
+        callbacks=callbacks,
+        plugins=[make_checkpoint_io()],
+        enable_model_summary=False,
+        default_root_dir=out,
+    )
 
 
 def _prepare_output(out: Path, ckpt_dir: Path, opts: TrainOptions) -> Path | None:
