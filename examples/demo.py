@@ -42,9 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     validate = next((m for task, m in out["metrics"].items() if task.endswith("validate")), {})
     print()
     print("=" * 78)
-    print(
-        f"fish-speech-lora pipeline ran locally in {wall:.0f} s (wall time, {len(out['metrics'])} steps with metrics)"
-    )
+    print(f"fish-speech-lora pipeline ran locally in {wall:.0f} s (wall time)")
     print(f"  merged model (published): {out['published']}  ({params:,} parameters, loads)")
     print(f"  merged model (artifact):  {out['merged_model']}")
     print(f"  LoRA checkpoints:         {out['lora_checkpoints']}")
