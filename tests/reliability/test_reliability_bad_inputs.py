@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from corpus import CASES, build_corpus
-from harness import fish_speech, require_commands, temp_files
+from harness import fish_speech, require_commands, temp_files, tree_bytes
 
 from fish_speech.dataset.protos import read_protos
 
@@ -82,6 +82,15 @@ def test_bad_input_corpus(tmp_path, tiny_codec):
     failures = check_cases(run, include_slow=False) + check_outputs(run)
     assert not failures, "\n".join(failures)
     assert sum(c.in_protos is True for c in CASES) <= len(run["texts"])
+
+    # Rerunning the whole path changes nothing (finished outputs are kept, not redone).
+    before = tree_bytes(run["norm"], [".wav", ".lab", ".npy", ".protos"])
+    mtimes = {p: p.stat().st_mtime_ns for p in run["norm"].rglob("*") if p.suffix in (".wav", ".lab", ".npy")}
+    fish_speech("normalize", run["raw"], run["norm"]).check()
+    fish_speech("extract-vq", run["norm"], "--checkpoint-path", tiny_codec).check()
+    fish_speech("build-dataset", "--input", run["norm"], "--output", run["protos"]).check()
+    assert tree_bytes(run["norm"], [".wav", ".lab", ".npy", ".protos"]) == before
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes, "a rerun rewrote finished clips"
 
 
 @pytest.mark.slow
