@@ -119,6 +119,7 @@ def train(
 
 def run_training(opts: TrainOptions) -> dict[str, Any]:
     from lightning.pytorch.callbacks import TQDMProgressBar
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from fish_speech.text2semantic.checkpoint import check_dir, load_config, load_model, load_tokenizer
     from fish_speech.text2semantic.lora import count_trainable, resolve_lora_spec, setup_lora
@@ -207,10 +208,16 @@ def run_training(opts: TrainOptions) -> dict[str, Any]:
         val_batches=val_batches,
         log_every=opts.log_every,
     )
-    trainer = _make_trainer(opts, precision, [monitor, TQDMProgressBar()], out)
+    # the monitor last: a SIGTERM arriving during the other callbacks still gets its checkpoint
+    trainer = _make_trainer(opts, precision, [TQDMProgressBar(), monitor], out)
     monitor.dataset = dataset  # gets the rank at fit start (DDP ranks are known then)
     loader = make_loader(dataset, opts.num_workers, pin_memory=cuda)
-    trainer.fit(module, train_dataloaders=loader, ckpt_path=resume_path)
+    try:
+        trainer.fit(module, train_dataloaders=loader, ckpt_path=resume_path)
+    except SIGTERMException:
+        # Lightning exits with status 0 on SIGTERM; a preempted task must not look finished
+        log.error("terminated at step %d; rerun with --resume to continue", trainer.global_step)
+        raise SystemExit(143) from None
 
     summary = _summary(
         out,

@@ -103,6 +103,12 @@ class TrainingMonitor(L.Callback):
 
         val_due = bool(self.val_batches) and (step % self.val_every == 0 or step == self.max_steps)
         save_due = step % self.save_every == 0 or step == self.max_steps
+        if trainer.received_sigterm and trainer.world_size == 1 and not save_due:
+            # preempted (e.g. a spot node): keep this step's work; Lightning stops after this batch
+            log.warning("SIGTERM at step %d: writing a checkpoint before stopping", step)
+            self.flush(trainer)
+            self.save(trainer, pl_module, step)
+            return
         if step % self.log_every == 0 or val_due or save_due:
             self.flush(trainer)
         if val_due:
