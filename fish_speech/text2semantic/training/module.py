@@ -80,11 +80,16 @@ class LoraTrainModule(L.LightningModule):
     # ---- optimisation ----
 
     def configure_optimizers(self):
-        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        # names as upstream's lit_module sees them ("model.<path>"), for its no-decay rule
+        named = [(f"model.{n}", p) for n, p in self.model.named_parameters() if p.requires_grad]
         if not named:
             raise UserError("no trainable parameters: was LoRA set up?")
-        no_decay = [p for n, p in named if ".bias" in n or "norm.weight" in n or ".embeddings." in n]
-        decay = [p for n, p in named if not (".bias" in n or "norm.weight" in n or ".embeddings." in n)]
+
+        def exempt(name: str) -> bool:
+            return ".bias" in name or "norm.weight" in name or ".embeddings." in name
+
+        no_decay = [p for n, p in named if exempt(n)]
+        decay = [p for n, p in named if not exempt(n)]
         groups = [
             {"params": decay, "weight_decay": self.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
