@@ -184,6 +184,7 @@ def demo_base(tmp_path_factory) -> Path:
     return write_random_t2s(tmp_path_factory.mktemp("demo-base"), config=config, seed=0)
 
 
+@pytest.mark.slow  # ~10 s on an idle 2-core machine, more when shared
 def test_loss_goes_down_on_demo_voice(demo_base, tmp_path):
     out = tmp_path / "demo"
     opts = {**FAST, "max_length": 256, "learning_rate": 3e-3, "warmup_steps": 2}
