@@ -89,7 +89,11 @@ def _with_storage_secrets(task):
     return task
 
 
-def _on_gpu_pool(task, accelerator_type, accelerator_count, node_selector, tolerations):
+def _retry(task, policy: dict | None):
+    return task.set_retry(**policy) if policy else task
+
+
+def _on_gpu_pool(task, accelerator_type, accelerator_count, node_selector, tolerations, retry: dict | None):
     """GPU request, the GPU pool's node selector and tolerations, /dev/shm in memory, retries."""
     from kfp import kubernetes
 
@@ -99,8 +103,7 @@ def _on_gpu_pool(task, accelerator_type, accelerator_count, node_selector, toler
     kubernetes.empty_dir_mount(
         task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=SHM_SIZE
     )
-    task.set_retry(**GPU_RETRY)
-    return task
+    return _retry(task, retry)
 
 
 def _on_workspace(task, pvc_name):
@@ -111,9 +114,12 @@ def _on_workspace(task, pvc_name):
 
 
 @functools.cache
-def build_pipeline():
+def build_pipeline(retries: bool = True):
     """The pipeline (a KFP GraphComponent). Built on first use, so IMAGE_REGISTRY/IMAGE_TAG set by
-    `main` decide the images."""
+    `main` decide the images. `retries=False` (the local run) fails at once instead of backing off:
+    retries are for preempted pods on a cluster."""
+    gpu_retry = GPU_RETRY if retries else None
+    io_retry = IO_RETRY if retries else None
     from kfp import dsl
 
     import components as c
@@ -156,17 +162,17 @@ def build_pipeline():
         status.set_caching_options(False)
         with dsl.ExitHandler(status, name="fine-tune"):
             weights = c.fetch_weights(source=base_model, revision=base_revision)
-            _on_workspace(_with_storage_secrets(weights), workspace_pvc).set_retry(**IO_RETRY)
+            _retry(_on_workspace(_with_storage_secrets(weights), workspace_pvc), io_retry)
 
             # Never cached: its output (the hash) is what makes the data steps' cache keys content-based.
             hashed = c.content_hash(source=data_source, mirror_root=data_mirror_root).set_caching_options(
                 False
             )
-            _on_workspace(_with_storage_secrets(hashed), workspace_pvc).set_retry(**IO_RETRY)
+            _retry(_on_workspace(_with_storage_secrets(hashed), workspace_pvc), io_retry)
             digest = hashed.output
 
             raw = c.fetch_data(source=data_source, content_hash=digest, mirror_root=data_mirror_root)
-            _on_workspace(_with_storage_secrets(raw), workspace_pvc).set_retry(**IO_RETRY)
+            _retry(_on_workspace(_with_storage_secrets(raw), workspace_pvc), io_retry)
 
             checked = c.validate(
                 data=raw.outputs["data"], content_hash=digest, max_clip_seconds=max_clip_seconds
@@ -192,7 +198,9 @@ def build_pipeline():
                     gpu_type=accelerator_type,
                     gpu_count=accelerator_count,
                 )
-                _on_gpu_pool(codes, accelerator_type, accelerator_count, gpu_node_selector, gpu_tolerations)
+                _on_gpu_pool(
+                    codes, accelerator_type, accelerator_count, gpu_node_selector, gpu_tolerations, gpu_retry
+                )
 
             dataset = c.build_dataset(
                 data=normalized.outputs["normalized"],
@@ -215,7 +223,9 @@ def build_pipeline():
                 gpu_type=accelerator_type,
                 gpu_count=accelerator_count,
             )
-            _on_gpu_pool(train, accelerator_type, accelerator_count, gpu_node_selector, gpu_tolerations)
+            _on_gpu_pool(
+                train, accelerator_type, accelerator_count, gpu_node_selector, gpu_tolerations, gpu_retry
+            )
             _on_workspace(train, workspace_pvc)
 
             merged = c.merge_lora(
@@ -226,12 +236,14 @@ def build_pipeline():
                 gpu_type=accelerator_type,
                 gpu_count=accelerator_count,
             )
-            _on_gpu_pool(merged, accelerator_type, accelerator_count, gpu_node_selector, gpu_tolerations)
+            _on_gpu_pool(
+                merged, accelerator_type, accelerator_count, gpu_node_selector, gpu_tolerations, gpu_retry
+            )
 
             with dsl.If(publish_destination != "", name="publish-requested"):
                 published = c.publish(model=merged.outputs["merged"], destination=publish_destination)
                 published.set_caching_options(False)  # an upload is a side effect: always do it
-                _on_workspace(_with_storage_secrets(published), workspace_pvc).set_retry(**IO_RETRY)
+                _retry(_on_workspace(_with_storage_secrets(published), workspace_pvc), io_retry)
 
     return fish_speech_lora
 
@@ -354,7 +366,7 @@ def run_local(
     # threads (the ParallelFor shards); put the real one back afterwards.
     real_print = builtins.print
     try:
-        build_pipeline()(**arguments)
+        build_pipeline(retries=False)(**arguments)
     finally:
         builtins.print = real_print
     seconds = time.monotonic() - started

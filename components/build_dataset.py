@@ -67,4 +67,6 @@ def build_dataset(
             raise RuntimeError(f"fish-speech {' '.join(argv)} exited with status {status}")
         log_numbers(json.loads(report.read_text(encoding="utf-8")))
     metrics.log_metric("codes_files", len(owner))
+    # the numbers as a file too: downloadable from the UI, and kfp.local's cache needs a file per artifact
+    Path(metrics.path).write_text(json.dumps(metrics.metadata, indent=2, sort_keys=True), encoding="utf-8")
     protos.metadata["content_hash"] = content_hash

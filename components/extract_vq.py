@@ -89,4 +89,6 @@ def extract_vq(
                 moved += 1
         log_numbers(json.loads(report.read_text(encoding="utf-8")))
     metrics.log_metric("codes_files", moved)
+    # the numbers as a file too: downloadable from the UI, and kfp.local's cache needs a file per artifact
+    Path(metrics.path).write_text(json.dumps(metrics.metadata, indent=2, sort_keys=True), encoding="utf-8")
     codes.metadata.update({"shard_index": shard_index, "num_shards": num_shards, "files": moved})

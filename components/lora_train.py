@@ -103,6 +103,8 @@ def lora_train(
                 log_numbers(values)
             break
     metrics.log_metric("checkpoints", len(checkpoints))
+    # the numbers as a file too: downloadable from the UI, and kfp.local's cache needs a file per artifact
+    Path(metrics.path).write_text(json.dumps(metrics.metadata, indent=2, sort_keys=True), encoding="utf-8")
 
     body = [f"<h2>LoRA training: {html.escape(lora_config)}</h2>"]
     if (out / "loss.png").is_file():

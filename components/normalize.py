@@ -46,4 +46,6 @@ def normalize(
         if status != 0:
             raise RuntimeError(f"fish-speech {' '.join(argv)} exited with status {status}")
         log_numbers(json.loads(summary.read_text(encoding="utf-8")))
+    # the numbers as a file too: downloadable from the UI, and kfp.local's cache needs a file per artifact
+    Path(metrics.path).write_text(json.dumps(metrics.metadata, indent=2, sort_keys=True), encoding="utf-8")
     normalized.metadata["content_hash"] = content_hash

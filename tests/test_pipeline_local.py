@@ -97,3 +97,27 @@ def test_reports_and_metrics(local_run):
     # checkpoints were written to the workspace (checkpoint_root), where a retried task resumes
     assert list((local_run["out"] / "checkpoints" / "lora-train").glob("*/checkpoints/step_*.ckpt"))
     assert summary["merged_model"] in local_run["stdout"]
+
+
+@pytest.mark.slow
+def test_data_steps_outputs(local_run):
+    """Shards split the clips exactly; extract-vq never writes into its input; protos hold every clip."""
+    run_dir = Path(local_run["summary"]["run_dir"])
+    normalized = run_dir / "normalize" / "normalized"
+    wavs = {p.relative_to(normalized) for p in normalized.rglob("*.wav")}
+    assert len(wavs) == 16
+    shard_files = []
+    for codes in sorted(run_dir.glob("for-loop-*-iteration-*/extract-vq/codes")):
+        files = {p.relative_to(codes) for p in codes.rglob("*.npy")}
+        assert files, f"{codes} holds no codes"
+        assert not list(codes.rglob("*.wav")), "only the codes move to the shard's artifact"
+        shard_files.append(files)
+    assert len(shard_files) == 2 and not shard_files[0] & shard_files[1]
+    assert shard_files[0] | shard_files[1] == {w.with_suffix(".npy") for w in wavs}
+    assert not list(normalized.rglob("*.npy")), "extract-vq must not write into its input artifact"
+
+    from fish_speech.dataset.protos import read_protos
+
+    groups = list(read_protos(run_dir / "build-dataset" / "protos"))
+    assert sorted(g.name for g in groups) == ["anna", "ben"]
+    assert sum(len(g.sentences) for g in groups) == 16
