@@ -292,3 +292,17 @@ def test_assembled_group_equals_protobuf_serialization(tmp_path):
             rows = np.load(c.codes).tolist()
             message.sentences.append(Sentence(texts=c.texts, semantics=[Semantics(values=r) for r in rows]))
         assert assemble_group(group, [pack_clip(c, 10)[0] for c in clips]) == message.SerializeToString()
+
+
+def test_symlinked_folders_are_reported_not_followed(tmp_path):
+    data = tmp_path / "data"
+    clip(data / "SPK", "a", text="inside")
+    clip(tmp_path / "outside", "b", text="outside")
+    (data / "SPK" / "loop").symlink_to(data, target_is_directory=True)
+    (data / "linked").symlink_to(tmp_path / "outside", target_is_directory=True)
+    summary = build_dataset([data], tmp_path / "out", num_workers=1)
+    assert [s.texts[0] for g in read_protos(tmp_path / "out") for s in g.sentences] == ["inside"]
+    assert sorted((Path(s.path).name, s.reason) for s in summary.skipped) == [
+        ("linked", "symbolic link to a folder: not followed"),
+        ("loop", "symbolic link to a folder: not followed"),
+    ]

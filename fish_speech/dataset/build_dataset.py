@@ -147,11 +147,26 @@ def _outside(path: Path, root: Path) -> bool:
     return False
 
 
+def _walk(root: Path, skipped: list[Skip]) -> Iterator[Path]:
+    """Every file below `root` (paths as given, unresolved); symlinked folders are reported, not followed."""
+
+    def fail(e: OSError) -> None:
+        raise UserError(f"{e.filename}: cannot list folder ({e.strerror})")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=fail, followlinks=False):
+        here = Path(dirpath)
+        for name in sorted(dirnames):
+            if (here / name).is_symlink():
+                skipped.append(Skip(str(here / name), "symbolic link to a folder: not followed"))
+        for name in filenames:
+            yield here / name
+
+
 def discover_folder(root: Path, text_extensions: Sequence[str], skipped: list[Skip]) -> list[Group]:
     """Groups of a folder: every `*.npy` below it, grouped by parent folder, in sorted order."""
     codes_files: list[Path] = []
     others: dict[Path, Path] = {}  # stem -> an audio or transcript file of that stem
-    for path in root.rglob("*"):
+    for path in _walk(root, skipped):
         if is_temp_file(path) or not path.is_file():
             continue
         if path.suffix == ".npy":
