@@ -182,33 +182,33 @@ def test_long_input_windows_equal_one_extended_pass(tmp_path):
         CodecConfig.tiny(),
         encoder_dim=4,
         encoder_transformer_layers=(0, 0, 0, 1),
-        encoder_block_size=64,
+        encoder_block_size=128,
         encoder_window=32,
         quantizer_layers=1,
-        quantizer_block_size=16,
+        quantizer_block_size=32,
         quantizer_window=8,
         decoder_dim=16,
         name="micro",
     )
-    assert config.max_input_samples == 16 * 2048
+    assert config.max_input_samples == 32 * 2048  # 1.5 s
     context = config.receptive_field_samples
     assert 40_000 < context < 80_000  # about 1.3 s
     model = load_codec(
         write_random_codec(tmp_path / "micro.pth", config, calibrate_seconds=1.0), config=config
     )
     speech = _intermediates("hello22k")["audio_44k"]
-    n = 5 * 44100 + 777
+    n = 3 * 44100 + 777
     x = torch.from_numpy(np.resize(speech, n))
     with torch.inference_mode():
         one_pass = model._encode_padded(x.view(1, 1, -1))[0]
     assert one_pass.shape == (10, math.ceil(n / 2048))
     assert len(torch.unique(one_pass[0])) > 10
-    windowed = model.encode_long(x, max_window_samples=96 * 2048)  # 3 windows with 1.3 s of context
+    windowed = model.encode_long(x, max_window_samples=48 * 2048)  # a second window with 1.3 s of context
     assert torch.equal(windowed, one_pass)
-    codes, frames = model.encode(x.view(1, 1, -1))  # default path: inputs over the 0.74 s limit
+    codes, frames = model.encode(x.view(1, 1, -1))  # default path: inputs over the 1.5 s limit
     assert torch.equal(codes[0], one_pass) and int(frames[0]) == one_pass.shape[1]
     # too little context would change codes: the test can tell
-    short = model.encode_long(x, max_window_samples=96 * 2048, context_samples=2048)
+    short = model.encode_long(x, max_window_samples=48 * 2048, context_samples=2048)
     assert not torch.equal(short, one_pass)
 
 
