@@ -201,3 +201,17 @@ def test_demo_voice_with_random_codec(demo_voice, tmp_path):
     for p in audio:
         codes = np.load(p.with_suffix(".npy"))
         assert codes.dtype == np.int64 and codes.shape[0] == 10
+
+
+def test_length_bucketed_batches():
+    lengths = [5, 100, 7, 50, 51, 3, 1000, 49, 6]
+    clips = [xvq.Clip(Path(f"c{i}.wav"), Path(f"c{i}.npy"), n, n / 44100) for i, n in enumerate(lengths)]
+    batches = xvq.make_batches(clips, batch_size=3, max_batch_samples=160, max_single=500)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert batches[0] == [6]  # over max_single: alone, and first (longest first)
+    for b in batches:
+        sizes = [lengths[i] for i in b]
+        assert sizes == sorted(sizes, reverse=True) and len(b) <= 3
+        assert len(b) == 1 or len(b) * sizes[0] <= 160
+    assert [lengths[i] for i in batches[1]] == [100]  # 2 x 100 > 160
+    assert [lengths[i] for i in batches[2]] == [51, 50, 49]
