@@ -226,7 +226,8 @@ def build_pipeline(retries: bool = True):
             _on_gpu_pool(
                 train, accelerator_type, accelerator_count, gpu_node_selector, gpu_tolerations, gpu_retry
             )
-            _on_workspace(train, workspace_pvc)
+            # checkpoint_root: a path on the workspace PVC, or a gs:// / s3:// prefix (hence the secrets)
+            _on_workspace(_with_storage_secrets(train), workspace_pvc)
 
             merged = c.merge_lora(
                 base_model=weights.outputs["model"],
@@ -342,9 +343,10 @@ def run_local(
     """
     from kfp import local
 
-    data = Path(data).resolve()
-    if not data.is_dir():
-        raise SystemExit(f"--data {data}: no such folder")
+    if "://" not in str(data):  # a bucket URI goes to fetch-data as it is
+        data = Path(data).resolve()
+        if not data.is_dir():
+            raise SystemExit(f"--data {data}: no such folder")
     output = Path(output).resolve()
     root = output / "pipeline-root"
     root.mkdir(parents=True, exist_ok=True)
@@ -468,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         "run-local: output folder (default runs/local)",
     )
     parser.add_argument(
-        "--data", default=str(REPO / "examples" / "demo-voice"), help="run-local: clip folder"
+        "--data", default=str(REPO / "examples" / "demo-voice"), help="run-local: clip folder, gs:// or s3://"
     )
     parser.add_argument("--base", default="tiny", help="run-local: base model source (tiny, hf://..., dir)")
     parser.add_argument("--host", help="KFP API endpoint (submit, schedule)")

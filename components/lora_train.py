@@ -1,9 +1,10 @@
 """lora-train: LoRA checkpoints (Model), losses and tokens/s (Metrics), loss curves (HTML).
 
-Checkpoints go to `checkpoint_root` (a path on the workspace PVC) in a folder keyed on the inputs, so a
-retried (preempted) task, or a rerun on the same data and settings, resumes from the newest complete
-checkpoint instead of starting over. With an empty `checkpoint_root` the task trains straight into its
-output artifact (no resume across pods).
+Checkpoints go under `checkpoint_root`, in a folder keyed on the inputs, so a retried (preempted) task,
+or a rerun on the same data and settings, resumes from the newest complete checkpoint instead of
+starting over. `checkpoint_root` is a path on the workspace PVC, or a gs:// / s3:// prefix (pulled at
+start, uploaded every 5 minutes and at the end). Empty: the task trains straight into its output
+artifact (no resume across pods).
 """
 
 from kfp import dsl
@@ -41,9 +42,13 @@ def lora_train(
     import html
     import json
     import shutil
+    import tempfile
+    import threading
     from pathlib import Path
 
     from fish_speech.cli import main
+
+    sync_seconds = 300  # object-store checkpoint uploads while training
 
     def log_numbers(values: dict, prefix: str = "", depth: int = 0) -> None:
         """The numbers of a JSON report as metrics: top level and one level down ("summary" unprefixed)."""
@@ -68,20 +73,50 @@ def lora_train(
         "save_every": int(save_every),
     }
     out = Path(lora.path)
-    if checkpoint_root:
-        key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    remote = (
+        f"{checkpoint_root.rstrip('/')}/lora-train/{key}"
+        if checkpoint_root.startswith(("gs://", "s3://"))
+        else ""
+    )
+    if remote:
+        # An object-store prefix: train in a local folder, pull what an earlier attempt uploaded, and
+        # upload new checkpoints every few minutes, so a preempted pod loses at most that much.
+        results = Path(tempfile.mkdtemp(prefix="lora-train-"))
+        if main(["fetch-data", remote, "--output", str(results)]) != 0:
+            print(f"nothing to resume at {remote} (see above): training from the start")
+    elif checkpoint_root:
         results = Path(checkpoint_root) / "lora-train" / key
     else:
         results = out
+
+    def upload() -> None:
+        if (results / "checkpoints").is_dir() and main(["publish", str(results), remote]) != 0:
+            print(f"warning: could not upload checkpoints to {remote}; retrying at the next interval")
+
+    stop = threading.Event()
+    if remote:
+
+        def sync() -> None:
+            while not stop.wait(sync_seconds):
+                upload()
+
+        threading.Thread(target=sync, name="checkpoint-sync", daemon=True).start()
+
     argv = ["train", "--data", protos.path, "--base-weight", base_model.path, "--output", str(results)]
     argv += ["--lora-config", lora_config, "--max-steps", str(max_steps), "--batch-size", str(batch_size)]
     argv += ["--accumulate-grad-batches", str(accumulate_grad_batches)]
     argv += ["--learning-rate", str(learning_rate), "--val-fraction", str(val_fraction)]
     argv += ["--save-every", str(save_every), "--resume"]
-    print(f"training in {results}")
-    status = main(argv)
+    print(f"training in {results}" + (f" (checkpoints synced to {remote})" if remote else ""))
+    try:
+        status = main(argv)
+    finally:
+        stop.set()
     if status != 0:
         raise RuntimeError(f"fish-speech {' '.join(argv)} exited with status {status}")
+    if remote:
+        upload()
 
     if results != out:
         out.mkdir(parents=True, exist_ok=True)
@@ -92,6 +127,8 @@ def lora_train(
                 shutil.copytree(item, out / item.name, dirs_exist_ok=True)
             else:
                 shutil.copy2(item, out / item.name)
+    if remote:
+        shutil.rmtree(results, ignore_errors=True)  # the local working copy; the prefix keeps them
     checkpoints = sorted((out / "checkpoints").glob("step_*.ckpt"))
     if not checkpoints:
         raise RuntimeError(f"{results}/checkpoints holds no step_*.ckpt after training")
@@ -130,6 +167,6 @@ def lora_train(
             "lora_config": lora_config,
             "checkpoints": [p.name for p in checkpoints],
             "accelerator": f"{gpu_count} x {gpu_type}",
-            "checkpoint_folder": str(results),
+            "checkpoint_folder": remote or str(results),
         }
     )

@@ -35,7 +35,7 @@ CPU_STEPS = (
     "build-dataset",
     "publish",
 )
-STORAGE_STEPS = ("fetch-weights", "content-hash", "fetch-data", "publish")
+STORAGE_STEPS = ("fetch-weights", "content-hash", "fetch-data", "publish", "lora-train")
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +243,7 @@ def test_secrets_by_reference_only(compiled):
         assert vols == [pipeline.GCS_SECRET]
         env = {e["name"]: e["value"] for e in compiled["containers"][step].get("env", [])}
         assert env == {"GOOGLE_APPLICATION_CREDENTIALS": f"{pipeline.GCS_MOUNT}/{pipeline.GCS_KEY_FILE}"}
-    for step in ("validate", "normalize", "build-dataset", "extract-vq", "merge-lora"):
+    for step in ("validate", "normalize", "build-dataset", "extract-vq", "merge-lora", "report-status"):
         cfg = compiled["k8s"].get(step)
         assert cfg is None or not (cfg.secret_as_env or cfg.secret_as_volume), step
 

@@ -1,6 +1,8 @@
 """`pipeline.py --run-local`: the whole DAG under kfp.local on the demo voice with tiny models.
 
-The merged model must load; every step's outputs must be where `run_local` says they are.
+The clips come from a loopback S3 bucket (moto) and lora-train syncs its checkpoints to an S3 prefix,
+as on a cluster; `make demo` runs the same with local folders. The merged model must load; every
+step's outputs must be where `run_local` says they are.
 """
 
 from __future__ import annotations
@@ -27,12 +29,39 @@ STEPS = (
 
 
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory, demo_voice) -> dict:
-    import shutil
+def s3(demo_voice):
+    """A loopback S3 (moto) holding the demo voice under s3://clips/demo, and an empty s3://ckpts."""
+    from minio import Minio
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        _, port = server.get_host_and_port()
+        env = {
+            "AWS_ACCESS_KEY_ID": "AKIALOCALTESTKEY0001",
+            "AWS_SECRET_ACCESS_KEY": "local-test-secret",
+            "S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        }
+        client = Minio(
+            f"127.0.0.1:{port}", env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], secure=False
+        )
+        for bucket in ("clips", "ckpts"):
+            client.make_bucket(bucket)
+        for path in sorted(demo_voice.rglob("*")):
+            if path.is_file():
+                client.fput_object("clips", f"demo/{path.relative_to(demo_voice).as_posix()}", str(path))
+        yield {"env": env, "client": client}
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory, s3) -> dict:
+    """The whole pipeline: clips from s3://clips/demo, checkpoints synced to s3://ckpts/fish."""
+    import os
 
     tmp = tmp_path_factory.mktemp("run-local")
-    data = tmp / "clips"
-    shutil.copytree(demo_voice, data)
     out = tmp / "out"
     proc = subprocess.run(
         [
@@ -40,22 +69,25 @@ def local_run(tmp_path_factory, demo_voice) -> dict:
             str(REPO / "pipeline.py"),
             "--run-local",
             "--data",
-            str(data),
+            "s3://clips/demo",
             "--base",
             "tiny",
             "--output",
             str(out),
             "--param",
             "max_steps=4",
+            "--param",
+            "checkpoint_root=s3://ckpts/fish",
         ],
         capture_output=True,
         text=True,
         timeout=900,
         cwd=tmp,
+        env={**os.environ, **s3["env"]},
     )
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-6000:]
     summary = json.loads((out / "run-summary.json").read_text())
-    return {"summary": summary, "stdout": proc.stdout, "out": out}
+    return {"summary": summary, "stdout": proc.stdout, "out": out, "s3": s3["client"]}
 
 
 @pytest.mark.slow
@@ -94,8 +126,10 @@ def test_reports_and_metrics(local_run):
     assert train["checkpoints"] >= 1
     ckpts = sorted(Path(summary["lora_checkpoints"], "checkpoints").glob("step_*.ckpt"))
     assert ckpts
-    # checkpoints were written to the workspace (checkpoint_root), where a retried task resumes
-    assert list((local_run["out"] / "checkpoints" / "lora-train").glob("*/checkpoints/step_*.ckpt"))
+    # checkpoints were synced to the object-store prefix (checkpoint_root), where a retried task resumes
+    keys = [o.object_name for o in local_run["s3"].list_objects("ckpts", prefix="fish/", recursive=True)]
+    assert {k.rsplit("/", 1)[-1] for k in keys if "/checkpoints/" in k} == {p.name for p in ckpts}
+    assert any(k.endswith("/summary.json") for k in keys)
     assert summary["merged_model"] in local_run["stdout"]
 
 
