@@ -224,6 +224,16 @@ def test_channels_reach_the_nested_dags(compiled):
             for pname, param in task.inputs.parameters.items():
                 if param.HasField("component_input_parameter"):
                     assert param.component_input_parameter in available, (comp_name, task_name, pname)
+            # the Kubernetes settings read parameters of the same DAG (node selector, tolerations, PVC)
+            executor = spec.components[task.component_ref.name].executor_label
+            cfg = compiled["k8s"].get(executor.removeprefix("exec-"))
+            if cfg is None:
+                continue
+            used = [cfg.node_selector.node_selector_json.component_input_parameter]
+            used += [t.toleration_json.component_input_parameter for t in cfg.tolerations]
+            used += [m.pvc_name_parameter.component_input_parameter for m in cfg.pvc_mount]
+            for name in filter(None, used):
+                assert name in available, (comp_name, task_name, name)
 
 
 def test_secrets_by_reference_only(compiled):
