@@ -90,6 +90,7 @@ def _with_storage_secrets(task):
 
 
 def _retry(task, policy: dict | None):
+    """Retries with exponential back-off, unless `policy` is None."""
     return task.set_retry(**policy) if policy else task
 
 
@@ -107,6 +108,7 @@ def _on_gpu_pool(task, accelerator_type, accelerator_count, node_selector, toler
 
 
 def _on_workspace(task, pvc_name):
+    """The workspace PVC at /mnt/fish-speech: data paths, the fetch mirror, training checkpoints."""
     from kfp import kubernetes
 
     kubernetes.mount_pvc(task, pvc_name=pvc_name, mount_path=WORKSPACE_MOUNT)
@@ -361,6 +363,7 @@ def run_local(
     }
     # The step images' names are not Python images: kfp.local warns about every task; that is expected.
     warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
+    log.info("running %s locally with kfp.local; outputs under %s", PIPELINE_NAME, output)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
     before = {p.name for p in root.iterdir()}
     started = time.monotonic()
