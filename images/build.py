@@ -44,8 +44,26 @@ def find_engine(preferred: str | None) -> str:
     raise SystemExit(f"images/build.py: none of {', '.join(candidates)} is on PATH")
 
 
-def build_commands(config: dict, kinds: list[str], registry: str, tag: str, engine: str) -> list[list[str]]:
-    """The `ENGINE build` command lines, one per image; the build context is the repository root."""
+# What the images install; the build context holds only these (never .venv, runs/, tests/ ...).
+CONTEXT_FILES = ("pyproject.toml", "README.md", "fish_speech")
+
+
+def stage_context(dest: Path) -> Path:
+    """Copy the files the Dockerfiles COPY into `dest`: a small build context for docker and podman
+    alike (per-Dockerfile .dockerignore files are a BuildKit feature)."""
+    for name in CONTEXT_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".tmp-*"))
+        else:
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def build_commands(
+    config: dict, kinds: list[str], registry: str, tag: str, engine: str, context: Path
+) -> list[list[str]]:
+    """The `ENGINE build` command lines, one per image, on the staged build `context`."""
     return [
         [
             engine,
@@ -54,7 +72,7 @@ def build_commands(config: dict, kinds: list[str], registry: str, tag: str, engi
             str(REPO / config["images"][kind]["dockerfile"]),
             "--tag",
             image_ref(config, kind, registry, tag),
-            str(REPO),
+            str(context),
         ]
         for kind in kinds
     ]
@@ -117,8 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     engine = (args.engine or "docker") if args.dry_run else find_engine(args.engine)
 
     if args.action == "build":
-        for cmd in build_commands(config, kinds, registry, tag, engine):
-            _run(cmd, args.dry_run)
+        with tempfile.TemporaryDirectory(prefix="fish-speech-image-") as tmp:
+            context = stage_context(Path(tmp))
+            for cmd in build_commands(config, kinds, registry, tag, engine, context):
+                _run(cmd, args.dry_run)
         return 0
 
     digests = {}

@@ -1,5 +1,5 @@
 # CPU image for the data steps (fetch, validate, normalize, build-dataset, publish).
-# Build from the repository root: images/build.py build (or `make build-images`).
+# Build with `make build-images` (images/build.py stages a context of pyproject.toml, README.md, fish_speech/).
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -1,6 +1,6 @@
 # GPU image for extract-vq, lora-train and merge-lora: the CUDA build of torch 2.13.0.
 # The CUDA runtime libraries come with the torch wheel (nvidia-* packages); the node supplies the driver.
-# Build from the repository root: images/build.py build (or `make build-images`).
+# Build with `make build-images` (images/build.py stages a context of pyproject.toml, README.md, fish_speech/).
 FROM python:3.11-slim-bookworm
 
 # The PyTorch wheel index of the CUDA version to build against (cu126, cu128, ...).

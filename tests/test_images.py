@@ -71,7 +71,21 @@ def test_build_commands(capsys):
         assert argv[:2] == ["docker", "build"]
         assert argv[argv.index("--file") + 1] == str(IMAGES / f"{kind}.Dockerfile")
         assert argv[argv.index("--tag") + 1] == f"reg.example/me/fish-speech-kfp-{kind}:v3"
-        assert argv[-1] == str(REPO)  # the repository root is the build context
+        assert Path(argv[-1]).name.startswith("fish-speech-image-")  # a staged build context
+
+
+def test_staged_context_holds_only_what_the_images_copy(tmp_path):
+    build.stage_context(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "fish_speech", "pyproject.toml"]
+    assert (tmp_path / "fish_speech" / "cli.py").is_file()
+    assert not list(tmp_path.rglob("__pycache__"))
+    copied = {
+        line.split()[1]
+        for d in DOCKERFILES
+        for line in d.read_text().splitlines()
+        if line.startswith("COPY ")
+    }
+    assert copied <= set(build.CONTEXT_FILES)
 
 
 def test_build_reads_make_variables(monkeypatch, capsys):
