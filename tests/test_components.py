@@ -39,3 +39,30 @@ def test_fetch_weights_rejects_a_revision_off_the_hub(tmp_path):
     _local(tmp_path)
     with pytest.raises(RuntimeError):
         c.fetch_weights(source="s3://bucket/model", revision="abc123")
+
+
+def test_exit_handler_records_a_failure(tmp_path):
+    """report-status runs after a failed step and records FAILED with the error."""
+    import builtins
+
+    from kfp import dsl
+
+    import components as c
+
+    @dsl.pipeline(name="status")
+    def failing(source: str):
+        status = c.report_status(data_source=source, base_model="tiny", publish_destination="")
+        with dsl.ExitHandler(status):
+            c.plan_shards(num_shards=0)
+
+    root = _local(tmp_path)
+    real_print = builtins.print  # kfp.local may leave its indenting print() behind
+    try:
+        with pytest.raises(RuntimeError, match="FAILURE"):
+            failing(source="s3://clips/x")
+    finally:
+        builtins.print = real_print
+    (report,) = root.glob("status-*/report-status/report")
+    text = report.read_text()
+    assert text.startswith("# Run FAILED")
+    assert "| data_source | s3://clips/x |" in text
