@@ -42,16 +42,7 @@ def extract_vq(
     from pathlib import Path
 
     from fish_speech.cli import main
-
-    def log_numbers(values: dict, prefix: str = "", depth: int = 0) -> None:
-        """The numbers of a JSON report as metrics: top level and one level down ("summary" unprefixed)."""
-        for key, value in values.items():
-            if isinstance(value, bool):
-                value = int(value)
-            if isinstance(value, (int, float)):
-                metrics.log_metric(prefix + key, value)
-            elif isinstance(value, dict) and depth == 0 and key != "options":  # options are inputs
-                log_numbers(value, "" if key == "summary" else f"{key}.", 1)
+    from fish_speech.reports import read_report_numbers
 
     source = Path(data.path)
     codec = Path(weights.path) / "codec.pth"
@@ -87,7 +78,8 @@ def extract_vq(
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.move(str(npy), out / rel)
                 moved += 1
-        log_numbers(json.loads(report.read_text(encoding="utf-8")))
+        for key, value in read_report_numbers(report).items():
+            metrics.log_metric(key, value)
     metrics.log_metric("codes_files", moved)
     # the numbers as a file too: downloadable from the UI, and kfp.local's cache needs a file per artifact
     Path(metrics.path).write_text(json.dumps(metrics.metadata, indent=2, sort_keys=True), encoding="utf-8")

@@ -47,18 +47,9 @@ def lora_train(
     from pathlib import Path
 
     from fish_speech.cli import main
+    from fish_speech.reports import report_numbers
 
     sync_seconds = 300  # object-store checkpoint uploads while training
-
-    def log_numbers(values: dict, prefix: str = "", depth: int = 0) -> None:
-        """The numbers of a JSON report as metrics: top level and one level down ("summary" unprefixed)."""
-        for key, value in values.items():
-            if isinstance(value, bool):
-                value = int(value)
-            if isinstance(value, (int, float)):
-                metrics.log_metric(prefix + key, value)
-            elif isinstance(value, dict) and depth == 0 and key != "options":  # options are inputs
-                log_numbers(value, "" if key == "summary" else f"{key}.", 1)
 
     settings = {
         "protos": protos.uri,
@@ -137,7 +128,8 @@ def lora_train(
         if (out / name).is_file():
             values = json.loads((out / name).read_text(encoding="utf-8"))
             if isinstance(values, dict):
-                log_numbers(values)
+                for key, value in report_numbers(values).items():
+                    metrics.log_metric(key, value)
             break
     metrics.log_metric("checkpoints", len(checkpoints))
     # the numbers as a file too: downloadable from the UI, and kfp.local's cache needs a file per artifact

@@ -26,16 +26,7 @@ def normalize(
     from pathlib import Path
 
     from fish_speech.cli import main
-
-    def log_numbers(values: dict, prefix: str = "", depth: int = 0) -> None:
-        """The numbers of a JSON report as metrics: top level and one level down ("summary" unprefixed)."""
-        for key, value in values.items():
-            if isinstance(value, bool):
-                value = int(value)
-            if isinstance(value, (int, float)):
-                metrics.log_metric(prefix + key, value)
-            elif isinstance(value, dict) and depth == 0 and key != "options":  # options are inputs
-                log_numbers(value, "" if key == "summary" else f"{key}.", 1)
+    from fish_speech.reports import read_report_numbers
 
     workers = str(min(8, os.cpu_count() or 1))
     argv = ["normalize", data.path, normalized.path, "--loudness", str(loudness), "--peak", str(peak)]
@@ -45,7 +36,8 @@ def normalize(
         status = main([*argv, "--json", str(summary)])
         if status != 0:
             raise RuntimeError(f"fish-speech {' '.join(argv)} exited with status {status}")
-        log_numbers(json.loads(summary.read_text(encoding="utf-8")))
+        for key, value in read_report_numbers(summary).items():
+            metrics.log_metric(key, value)
     # the numbers as a file too: downloadable from the UI, and kfp.local's cache needs a file per artifact
     Path(metrics.path).write_text(json.dumps(metrics.metadata, indent=2, sort_keys=True), encoding="utf-8")
     normalized.metadata["content_hash"] = content_hash

@@ -29,7 +29,8 @@ from tqdm import tqdm
 
 from fish_speech.dataset.validate import DEFAULT_MAX_SECONDS, MIN_JOBS_FOR_POOL, Report, validate_dir
 from fish_speech.errors import UserError
-from fish_speech.fileio import atomic_path, atomic_write_bytes, atomic_write_text
+from fish_speech.fileio import atomic_path, atomic_write_bytes
+from fish_speech.reports import write_reports
 
 log = logging.getLogger(__name__)
 
@@ -305,10 +306,4 @@ def write_summary(
     summary: Summary, json_path: str | os.PathLike | None, markdown: str | os.PathLike | None
 ) -> None:
     """Write the JSON and/or Markdown summary atomically."""
-    for path, text in ((json_path, summary.to_json), (markdown, summary.to_markdown)):
-        if path is None:
-            continue
-        try:
-            atomic_write_text(path, text())
-        except OSError as e:
-            raise UserError(f"{path}: cannot write report ({e.strerror or e})") from e
+    write_reports(((json_path, summary.to_json), (markdown, summary.to_markdown)))

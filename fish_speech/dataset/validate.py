@@ -27,7 +27,7 @@ from fish_speech.dataset.discover import (
     find_clips,
 )
 from fish_speech.errors import UserError
-from fish_speech.fileio import atomic_write_text
+from fish_speech.reports import write_reports
 
 log = logging.getLogger(__name__)
 
@@ -311,10 +311,4 @@ def write_report(
     report: Report, markdown: str | os.PathLike | None, json_path: str | os.PathLike | None
 ) -> None:
     """Write the Markdown and/or JSON report atomically (parent folders are created)."""
-    for path, text in ((markdown, report.to_markdown), (json_path, report.to_json)):
-        if path is None:
-            continue
-        try:
-            atomic_write_text(path, text())
-        except OSError as e:
-            raise UserError(f"{path}: cannot write report ({e.strerror or e})") from e
+    write_reports(((markdown, report.to_markdown), (json_path, report.to_json)))
