@@ -21,7 +21,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +65,37 @@ def naive_loop(folder: Path, model) -> None:
         np.save(path.with_suffix(".npy"), codes[0, :, : int(frames[0])].numpy())
 
 
+def timed_run(kind: str, folder: Path, codec_path: Path) -> tuple[float, int]:
+    """Run the naive loop or extract_vq on `folder` in a fresh process; (seconds after model load, files)."""
+    code = (
+        "import sys, time\n"
+        "sys.path.insert(0, 'bench')\n"
+        "from fish_speech.codec.checkpoint import load_codec\n"
+        "from fish_speech.codec.extract_vq import extract_vq\n"
+        "from extract_vq import naive_loop\n"
+        f"model = load_codec({str(codec_path)!r}, encode_only=True)\n"
+        "start = time.perf_counter()\n"
+    )
+    if kind == "naive":
+        code += f"naive_loop(__import__('pathlib').Path({str(folder)!r}), model)\nn = -1\n"
+    else:
+        code += (
+            f"n = extract_vq({str(folder)!r}, {str(codec_path)!r}, batch_size=16, num_workers=1, device='cpu',"
+            " model=model, progress=False)['written']\n"
+        )
+    code += "print('ELAPSED', time.perf_counter() - start, n)\n"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    ).stdout
+    line = next(x for x in out.splitlines() if x.startswith("ELAPSED"))
+    return float(line.split()[1]), int(line.split()[2])
+
+
 def npy_bytes(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*.npy"))}
 
@@ -94,7 +124,6 @@ def main(quick: bool = False) -> list[Row]:
     import torch
 
     from fish_speech.codec.checkpoint import load_codec, write_random_codec
-    from fish_speech.codec.extract_vq import extract_vq
     from fish_speech.codec.model import CodecConfig
 
     rows: list[Row] = []
@@ -107,9 +136,10 @@ def main(quick: bool = False) -> list[Row]:
         src = tmp / "src"
         src.mkdir()
         seconds = make_clips(src, count, lo, hi)
-        model = load_codec(codec_path, encode_only=True)
+        config_name = load_codec(codec_path, encode_only=True).config.name
 
-        # Interleaved in groups (alternating which goes first) so both see the same machine load.
+        # Each run in a fresh process (our process-level settings must not leak into the baseline),
+        # interleaved in groups with alternating order so both see the same machine load.
         groups = 2 if quick else 4
         files = sorted(src.rglob("*.wav"))
         naive_s = ours_s = 0.0
@@ -122,35 +152,23 @@ def main(quick: bool = False) -> list[Row]:
                     (d / f.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy(f, d / f.relative_to(src))
             for name in ("naive", "ours") if g % 2 == 0 else ("ours", "naive"):
-                start = time.perf_counter()
+                elapsed, n = timed_run(name, dirs[name], codec_path)
                 if name == "naive":
-                    naive_loop(dirs["naive"], model)
-                    naive_s += time.perf_counter() - start
+                    naive_s += elapsed
                 else:
-                    summary = extract_vq(
-                        dirs["ours"],
-                        codec_path,
-                        batch_size=16,
-                        num_workers=1,
-                        device="cpu",
-                        model=model,
-                        progress=False,
-                    )
-                    ours_s += time.perf_counter() - start
-                    written += summary["written"]
+                    ours_s += elapsed
+                    written += n
             same = same and npy_bytes(dirs["ours"]) == npy_bytes(dirs["naive"])
         assert written == count, written
         rows.append(
             Row(
-                f"extract-vq throughput ({count} clips, {seconds:.0f} s of audio, {model.config.name} codec, {torch.get_num_threads()} threads)",
+                f"extract-vq throughput ({count} clips, {seconds:.0f} s of audio, {config_name} codec, {torch.get_num_threads()} threads)",
                 seconds / ours_s,
                 seconds / naive_s,
                 "audio-s/s",
                 f"ours {ours_s:.1f} s vs naive loop {naive_s:.1f} s, interleaved in {groups} groups; identical .npy: {same}",
             )
         )
-        del model
-
         clip_s = 20.0 if quick else 60.0
         long_dir = tmp / "long"
         long_dir.mkdir()
