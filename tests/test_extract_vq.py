@@ -91,7 +91,14 @@ def test_batched_equals_one_at_a_time(tmp_path, codec, write_clip):
         tmp_path / "a", CODEC, batch_size=1, num_workers=0, device="cpu", model=codec, progress=False
     )
     many = xvq.extract_vq(
-        tmp_path / "b", CODEC, batch_size=8, num_workers=1, device="cpu", model=codec, progress=False
+        tmp_path / "b",
+        CODEC,
+        batch_size=8,
+        num_workers=1,
+        device="cpu",
+        model=codec,
+        progress=False,
+        max_batch_samples=10**9,  # all five in one batch (the CPU default keeps clips over 2 s apart)
     )
     assert one["written"] == many["written"] == 5
     assert _npys(tmp_path / "a") == _npys(tmp_path / "b")
