@@ -173,28 +173,48 @@ def default_max_batch_samples(device: torch.device, batch_size: int) -> int:
     return max(min(batch_size * 60 * SAMPLE_RATE, by_memory), 10 * SAMPLE_RATE)
 
 
-def keep_freed_memory_on_heap() -> bool:
-    """Make glibc keep freed blocks for reuse instead of returning each big block to the OS.
+# Batches up to this many padded samples run with freed memory kept on the heap (see `HeapMode`).
+HEAP_MODE_MAX_SAMPLES = 20 * SAMPLE_RATE
 
-    By default every tensor over 32 MB is a fresh mmap whose pages are faulted in and zeroed on
-    first touch: with S1-mini on CPU that is over a million page faults per 5 s clip, and ~40 %
-    of the run time goes to the kernel. Serving them from the heap instead makes CPU encoding
-    about 1.6x faster (bench/extract_vq.py). Numerics are unchanged; the peak memory is the same,
-    but it is not handed back to the OS until the process exits. Linux/glibc only (else no-op).
+
+class HeapMode:
+    """Switch glibc between "keep freed blocks on the heap" and its default (fresh mmap per big block).
+
+    By default every tensor over 32 MB is a fresh mmap whose pages are faulted in and zeroed on first
+    touch: with S1-mini on CPU that is over a million page faults per 5 s clip, and ~40 % of the run
+    time goes to the kernel. Serving them from the heap makes CPU encoding ~1.6x faster
+    (bench/extract_vq.py) but fragments the heap: a 60 s clip then peaks at 5.1 instead of 4.0 GiB.
+    So it is used for batches of up to 20 s only, and memory is handed back (malloc_trim) before a
+    longer batch. Numerics are unchanged. Linux/glibc only (else a no-op).
     """
-    import ctypes
-    import platform
 
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_max = -1, -4
-        ok = libc.mallopt(m_mmap_max, 0) == 1 and libc.mallopt(m_trim_threshold, 2**31 - 1) == 1
-    except (OSError, AttributeError):
-        return False
-    log.debug("glibc malloc: large blocks from the heap, kept after free (%s)", ok)
-    return ok
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+    DEFAULT_MMAP_MAX = 65536
+
+    def __init__(self) -> None:
+        self.libc = None
+        self.on = False
+        import ctypes
+        import platform
+
+        if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+            try:
+                self.libc = ctypes.CDLL("libc.so.6")
+            except OSError:
+                self.libc = None
+
+    def set(self, on: bool) -> None:
+        if self.libc is None or on == self.on:
+            return
+        if on:
+            self.libc.mallopt(self.M_TRIM_THRESHOLD, 2**31 - 1)
+            self.libc.mallopt(self.M_MMAP_MAX, 0)
+        else:
+            self.libc.mallopt(self.M_MMAP_MAX, self.DEFAULT_MMAP_MAX)
+            self.libc.mallopt(self.M_TRIM_THRESHOLD, 128 * 1024)
+            self.libc.malloc_trim(0)
+        self.on = on
+        log.debug("glibc heap mode %s", "on" if on else "off")
 
 
 def save_codes(path: Path, codes: np.ndarray) -> None:
@@ -210,6 +230,7 @@ class _Encoder:
         self.model = model
         self.device = device
         self.autocast_dtype = autocast_dtype
+        self.heap = HeapMode() if device.type == "cpu" else None
 
     def prepare(self, item: dict[str, Any]) -> torch.Tensor:
         wav = item["wav"].to(self.device, non_blocking=True)
@@ -229,6 +250,8 @@ class _Encoder:
     def _encode(self, wavs: list[torch.Tensor]) -> list[np.ndarray]:
         lengths = [int(w.shape[-1]) for w in wavs]
         longest = max(lengths)
+        if self.heap is not None:
+            self.heap.set(longest * len(wavs) <= HEAP_MODE_MAX_SAMPLES)
         batch = torch.stack([F.pad(w, (0, longest - w.shape[-1])) for w in wavs]).unsqueeze(1)
         with torch.autocast(
             self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
@@ -288,8 +311,6 @@ def extract_vq(
         "frames": 0,
     }
     if clips:
-        if dev.type == "cpu":
-            keep_freed_memory_on_heap()
         if model is None:
             model = load_codec(checkpoint_path, device=dev, encode_only=True)
         else:
@@ -355,27 +376,31 @@ def _run(
         dynamic_ncols=True,
         bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} audio-s [{elapsed}<{remaining}, {rate_fmt}]",
     )
-    with bar:
-        for items in loader:
-            ready: list[tuple[Clip, torch.Tensor]] = []
-            for item in items:
-                clip = clips[item["index"]]
-                if "error" in item:
-                    _skip(summary["skipped"], clip.path, item["error"])
-                    bar.total -= clip.seconds
+    try:
+        with bar:
+            for items in loader:
+                ready: list[tuple[Clip, torch.Tensor]] = []
+                for item in items:
+                    clip = clips[item["index"]]
+                    if "error" in item:
+                        _skip(summary["skipped"], clip.path, item["error"])
+                        bar.total -= clip.seconds
+                        continue
+                    try:
+                        ready.append((clip, encoder.prepare(item)))
+                    except UserError as e:  # e.g. an absurd sample-rate pair
+                        _skip(summary["skipped"], clip.path, str(e).removeprefix(f"{clip.path}: "))
+                        bar.total -= clip.seconds
+                if not ready:
                     continue
-                try:
-                    ready.append((clip, encoder.prepare(item)))
-                except UserError as e:  # e.g. an absurd sample-rate pair
-                    _skip(summary["skipped"], clip.path, str(e).removeprefix(f"{clip.path}: "))
-                    bar.total -= clip.seconds
-            if not ready:
-                continue
-            codes = encoder.encode([w for _, w in ready])
-            for (clip, wav), c in zip(ready, codes, strict=True):
-                save_codes(clip.output, c)
-                seconds = wav.shape[-1] / SAMPLE_RATE
-                summary["written"] += 1
-                summary["audio_seconds"] += seconds
-                summary["frames"] += int(c.shape[1])
-                bar.update(clip.seconds)  # the header's estimate, so the bar ends at its total
+                codes = encoder.encode([w for _, w in ready])
+                for (clip, wav), c in zip(ready, codes, strict=True):
+                    save_codes(clip.output, c)
+                    seconds = wav.shape[-1] / SAMPLE_RATE
+                    summary["written"] += 1
+                    summary["audio_seconds"] += seconds
+                    summary["frames"] += int(c.shape[1])
+                    bar.update(clip.seconds)  # the header's estimate, so the bar ends at its total
+    finally:
+        if encoder.heap is not None:
+            encoder.heap.set(False)  # leave the process's allocator as we found it
