@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# One prepared GPU run for a lent accelerator (full-size random weights; must finish in < 8 min on one
+# large GPU): extract-vq throughput (fp32 = upstream's codes, and bf16) vs a naive per-file loop, then
+# LoRA training tokens/s and MFU in bf16 vs upstream's bf16-true batch-4 settings.
+# Writes bench/results/gpu_extract_vq.json and bench/results/gpu_train.json (and copies them to $OUT if set).
+#   PYTHON=python3 bash bench/gpu.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1
+"$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'bench/gpu.sh: no CUDA device')"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+status=0
+timeout 210 "$PY" bench/gpu_extract_vq.py --clips 64 --batch-size 32 || status=$?
+timeout 240 "$PY" bench/gpu_train.py --steps 5 || status=$?
+if [ -n "${OUT:-}" ]; then
+  cp bench/results/gpu_*.json bench/results/gpu_*.md "$OUT"/ 2>/dev/null || true
+fi
+exit "$status"
