@@ -54,9 +54,3 @@ class ObjectStore(Protocol):
 
 class EmptyPrefixError(UserError):
     """The bucket exists but holds no objects under the prefix."""
-
-
-def no_objects_error(store: ObjectStore) -> EmptyPrefixError:
-    return EmptyPrefixError(
-        f"{store.describe()}: no objects under this prefix (wrong bucket path or prefix?)"
-    )

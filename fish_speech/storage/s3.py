@@ -17,8 +17,8 @@ from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from fish_speech.errors import UserError
-from fish_speech.storage.base import RemoteObject, TransientError, no_objects_error
-from fish_speech.storage.transfer import retry
+from fish_speech.storage.base import RemoteObject, TransientError
+from fish_speech.storage.transfer import list_objects
 from fish_speech.storage.uri import StorageURI
 
 log = logging.getLogger(__name__)
@@ -141,10 +141,7 @@ class S3Store:
                 )
             return out
 
-        objects = retry(lambda: self._call(listing, self.describe()), f"list {self.describe()}")
-        if not objects:
-            raise no_objects_error(self)
-        return objects
+        return list_objects(self, lambda: self._call(listing, self.describe()))
 
     def download(
         self, obj: RemoteObject, out: BinaryIO, offset: int, progress: Callable[[int], None]

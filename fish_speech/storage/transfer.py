@@ -21,7 +21,7 @@ from typing import TypeVar
 from tqdm import tqdm
 
 from fish_speech.errors import UserError
-from fish_speech.storage.base import ObjectStore, RemoteObject, TransientError
+from fish_speech.storage.base import EmptyPrefixError, ObjectStore, RemoteObject, TransientError
 from fish_speech.storage.manifest import hash_file
 from fish_speech.storage.safepath import safe_join
 
@@ -36,6 +36,16 @@ MAX_DELAY = 30.0
 
 class ChecksumError(TransientError):
     """A completed download does not match the store's size or checksum."""
+
+
+def list_objects(store: ObjectStore, listing: Callable[[], list[RemoteObject]]) -> list[RemoteObject]:
+    """Run a store's `listing` with retries; an empty prefix is an `EmptyPrefixError` naming the location."""
+    objects = retry(listing, f"list {store.describe()}")
+    if not objects:
+        raise EmptyPrefixError(
+            f"{store.describe()}: no objects under this prefix (wrong bucket path or prefix?)"
+        )
+    return objects
 
 
 def retry(fn: Callable[[], T], what: str, attempts: int | None = None, base_delay: float | None = None) -> T:
