@@ -122,16 +122,30 @@ def audio_stats(path: str | os.PathLike) -> AudioInfo:
                 if block.shape[0] == 0:
                     break
                 frames += block.shape[0]
-                finite = np.isfinite(block)
-                if not finite.all():
-                    non_finite += int(block.size - np.count_nonzero(finite))
-                    block = np.where(finite, block, 0.0)
-                a = np.abs(block)
-                peak = max(peak, float(a.max()))
-                clipped += int(np.count_nonzero(a >= CLIP_LEVEL))
+                b_peak, b_clipped, b_non_finite = _sample_stats(block)
+                peak, clipped, non_finite = max(peak, b_peak), clipped + b_clipped, non_finite + b_non_finite
     except Exception as e:
         raise _read_error(path, e) from e
     return AudioInfo(sr, channels, frames, peak, clipped, non_finite)
+
+
+def array_stats(data: np.ndarray, sample_rate: int) -> AudioInfo:
+    """`audio_stats` of samples already decoded: `data` shaped (frames,) or (frames, channels)."""
+    channels = 1 if data.ndim == 1 else int(data.shape[1])
+    return AudioInfo(int(sample_rate), channels, int(data.shape[0]), *_sample_stats(data))
+
+
+def _sample_stats(block: np.ndarray) -> tuple[float, int, int]:
+    """(peak |x| over finite samples, samples at or above CLIP_LEVEL, NaN/inf samples)."""
+    if block.size == 0:
+        return 0.0, 0, 0
+    finite = np.isfinite(block)
+    non_finite = 0
+    if not finite.all():
+        non_finite = int(block.size - np.count_nonzero(finite))
+        block = np.where(finite, block, 0.0)
+    a = np.abs(block)
+    return float(a.max()), int(np.count_nonzero(a >= CLIP_LEVEL)), non_finite
 
 
 def downmix(wav: Any) -> Any:

@@ -18,18 +18,26 @@ import shutil
 import tempfile
 import warnings
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soundfile as sf
-from tqdm import tqdm
 
-from fish_speech.dataset.validate import DEFAULT_MAX_SECONDS, MIN_JOBS_FOR_POOL, Report, validate_dir
+from fish_speech.audio import array_stats
+from fish_speech.dataset.discover import Clip
+from fish_speech.dataset.validate import (
+    DEFAULT_MAX_SECONDS,
+    ClipResult,
+    Report,
+    find_clips_or_fail,
+    length_limit,
+    validate_clip,
+)
 from fish_speech.errors import UserError
 from fish_speech.fileio import atomic_path, atomic_write_bytes
+from fish_speech.parallel import map_in_workers
 from fish_speech.reports import write_reports
 
 log = logging.getLogger(__name__)
@@ -90,20 +98,49 @@ def _finished(src: Path, src_lab: Path, dst: Path, dst_lab: Path) -> bool:
 
 
 def normalize_clip(
-    src: str, src_lab: str, dst: str, rel: str, out_rel: str, settings: Settings, overwrite: bool
-) -> ClipOutcome:
-    """Normalise one clip into `dst` (+ `.lab`). Runs in a worker process; never raises for bad audio."""
-    src_p, lab_p, dst_p = Path(src), Path(src_lab), Path(dst)
-    dst_lab = dst_p.with_suffix(".lab")
-    outcome = ClipOutcome(rel, "written", output=out_rel)
-    if not overwrite and _finished(src_p, lab_p, dst_p, dst_lab):
-        outcome.status = "kept"
-        return outcome
+    clip: Clip, dst: str, out_rel: str, settings: Settings, overwrite: bool, max_seconds: float | None
+) -> tuple[ClipResult, ClipOutcome | None]:
+    """Validate one clip and, if it is usable, normalise it into `dst` (+ `.lab`).
+
+    The audio is decoded once for both jobs. Returns the validation result and the outcome (None
+    when validation skipped the clip). Runs in a worker process; never raises for bad audio.
+    """
+    dst_p = Path(dst)
+    if clip.problem is None and clip.lab is not None:
+        if not overwrite and _finished(clip.audio, clip.lab, dst_p, dst_p.with_suffix(".lab")):
+            result = validate_clip(clip, max_seconds)
+            return result, ClipOutcome(clip.rel, "kept", output=out_rel) if result.ok else None
+        data, sr = _decode(clip.audio, max_seconds)
+        info = array_stats(data, sr) if data is not None else None
+    else:
+        data = info = None
+    result = validate_clip(clip, max_seconds, info)  # decodes again (streaming) only if we could not
+    if not result.ok:
+        return result, None
+    if data is None:  # undecodable a moment ago, fine now: the file changed under us
+        return result, ClipOutcome(clip.rel, "skipped", "unreadable", "the file changed while it was read")
+    return result, _normalize_audio(data, sr, clip, dst_p, out_rel, settings)
+
+
+def _decode(path: Path, max_seconds: float | None) -> tuple[np.ndarray | None, int]:
+    """The whole clip as float64 (fap: sf.read defaults, (N,) or (N, C)), or (None, 0) if it cannot
+    be decoded or its header says it is over the length limit (then only a streaming check reads it)."""
     try:
-        data, sr = sf.read(src, dtype="float64")  # fap: sf.read defaults, (N,) mono or (N, C)
-    except Exception as e:  # validate decoded it a moment ago; the file changed since
-        msg = (getattr(e, "error_string", None) or str(e)).strip()
-        return ClipOutcome(rel, "skipped", "unreadable", f"cannot read audio ({msg})")
+        if max_seconds is not None:
+            info = sf.info(os.fspath(path))
+            if info.frames > (max_seconds + 1.0) * info.samplerate * 1.01:  # headers can be estimates
+                return None, 0
+        data, sr = sf.read(os.fspath(path), dtype="float64")
+    except Exception:  # validate_clip decodes it again and names the problem
+        return None, 0
+    return data, int(sr)
+
+
+def _normalize_audio(
+    data: np.ndarray, sr: int, clip: Clip, dst: Path, out_rel: str, settings: Settings
+) -> ClipOutcome:
+    """Loudness-normalise decoded samples of a validated clip and write them atomically."""
+    rel = clip.rel
     channels = 1 if data.ndim == 1 else data.shape[1]
     if channels > MAX_LOUDNESS_CHANNELS:
         return ClipOutcome(
@@ -120,19 +157,19 @@ def normalize_clip(
     if not math.isfinite(measured) or not np.isfinite(out).all():
         return ClipOutcome(rel, "skipped", "no_loudness", "every 400 ms block is below the -70 LUFS gate")
     current_peak = float(np.max(np.abs(data)))
-    outcome.measured_lufs = round(measured, 4)
+    outcome = ClipOutcome(rel, "written", output=out_rel, measured_lufs=round(measured, 4))
     outcome.gain_db = round(settings.peak - 20 * math.log10(current_peak) + settings.loudness - measured, 4)
     outcome.clipped = int(np.count_nonzero(np.abs(out) >= 1.0))
     try:
-        with atomic_path(dst_p, suffix=".wav") as tmp:
+        with atomic_path(dst, suffix=".wav") as tmp:
             sf.write(tmp, out, sr, format="WAV", subtype="PCM_16")  # values beyond +-1 are clipped
-        atomic_write_bytes(dst_lab, lab_p.read_bytes())
+        atomic_write_bytes(dst.with_suffix(".lab"), Path(clip.lab).read_bytes())
     except OSError as e:
         raise UserError(f"{dst}: cannot write ({e.strerror or e})") from e
     return outcome
 
 
-def _normalize_star(args: tuple) -> ClipOutcome:
+def _normalize_star(args: tuple) -> tuple[ClipResult, ClipOutcome | None]:
     return normalize_clip(*args)
 
 
@@ -266,39 +303,30 @@ def normalize_dir(
     """
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     _check_dirs(in_dir, out_dir)
-    report = validate_dir(in_dir, max_seconds=max_seconds, num_workers=num_workers, progress=progress)
+    max_seconds = length_limit(max_seconds)
+    clips = find_clips_or_fail(in_dir)
     if clean and out_dir.exists():
         log.info("--clean: removing %s", out_dir)
         shutil.rmtree(out_dir)
     _ensure_writable(out_dir)
 
-    summary = Summary(os.fspath(in_dir), os.fspath(out_dir), settings, report)
     jobs = []
-    for r in report.clips:
-        out_rel = Path(r.path).with_suffix(".wav").as_posix()
-        dst = out_dir / out_rel
-        if not r.ok:
-            summary.outcomes.append(ClipOutcome(r.path, "skipped", r.reason, r.detail))
-            if r.clip is not None and r.clip.lab is not None:  # a file, not a skipped folder entry
-                _remove_stale(dst)
-            continue
-        assert r.clip is not None and r.clip.lab is not None
-        jobs.append((os.fspath(r.clip.audio), os.fspath(r.clip.lab), os.fspath(dst), r.path, out_rel))
-    args = [(*j, settings, overwrite) for j in jobs]
-    bar = dict(total=len(args), desc="normalize", unit="clip", disable=not progress)
-    if num_workers > 1 and len(args) > MIN_JOBS_FOR_POOL:
-        with ProcessPoolExecutor(max_workers=min(num_workers, len(args))) as pool:
-            futures = [pool.submit(_normalize_star, a) for a in args]
-            for _ in tqdm(as_completed(futures), **bar):
-                pass
-            done = [f.result() for f in futures]
-    else:
-        done = [normalize_clip(*a) for a in tqdm(args, **bar)]
-    summary.outcomes.extend(done)
+    for clip in clips:
+        out_rel = Path(clip.rel).with_suffix(".wav").as_posix()
+        jobs.append((clip, os.fspath(out_dir / out_rel), out_rel, settings, overwrite, max_seconds))
+    done = map_in_workers(_normalize_star, jobs, num_workers, "normalize", progress=progress)
+
+    report = Report(os.fspath(in_dir), max_seconds, [result for result, _ in done])
+    summary = Summary(os.fspath(in_dir), os.fspath(out_dir), settings, report)
+    for (result, outcome), (clip, dst, *_) in zip(done, jobs, strict=True):
+        if outcome is None:  # validation skipped it
+            outcome = ClipOutcome(result.path, "skipped", result.reason, result.detail)
+            if clip.lab is not None:  # a file, not a skipped folder entry
+                _remove_stale(Path(dst))
+        if outcome.status == "skipped":
+            log.info("skip %s: %s", outcome.path, outcome.detail)
+        summary.outcomes.append(outcome)
     summary.outcomes.sort(key=lambda o: o.path)
-    for o in done:
-        if o.status == "skipped":
-            log.info("skip %s: %s", o.path, o.detail)
     return summary
 
 

@@ -10,14 +10,11 @@ import logging
 import math
 import os
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-from fish_speech.audio import AudioReadError, ResampleError, audio_stats, check_resample_rates
+from fish_speech.audio import AudioInfo, AudioReadError, ResampleError, audio_stats, check_resample_rates
 from fish_speech.dataset.discover import (
     BROKEN_SYMLINK,
     DUPLICATE_STEM,
@@ -27,6 +24,7 @@ from fish_speech.dataset.discover import (
     find_clips,
 )
 from fish_speech.errors import UserError
+from fish_speech.parallel import map_in_workers
 from fish_speech.reports import write_reports
 
 log = logging.getLogger(__name__)
@@ -38,7 +36,6 @@ SILENCE_DBFS = -60.0
 MAX_LAB_BYTES = 64 * 1024  # a transcript for a clip of a few minutes is a few KB
 CODEC_SAMPLE_RATE = 44100
 CLIPPING_WARN_SHARE = 0.001
-MIN_JOBS_FOR_POOL = 8  # below this, starting worker processes costs more than it saves
 
 # Skip reason codes -> what they mean (the report's legend, and the README's table).
 REASONS: dict[str, str] = {
@@ -108,8 +105,14 @@ def _read_lab(lab: Path) -> tuple[str | None, str | None, str | None]:
     return text, None, None
 
 
-def validate_clip(clip: Clip, max_seconds: float | None = DEFAULT_MAX_SECONDS) -> ClipResult:
-    """Check one clip: transcript, decodability, length, level. Never raises for a bad file."""
+def validate_clip(
+    clip: Clip, max_seconds: float | None = DEFAULT_MAX_SECONDS, info: AudioInfo | None = None
+) -> ClipResult:
+    """Check one clip: transcript, decodability, length, level. Never raises for a bad file.
+
+    `info` is the clip's `audio_stats` when the caller has already decoded it (normalize decodes
+    each clip once); without it the file is decoded here.
+    """
     r = ClipResult(clip.rel, clip.speaker, "ok", clip=clip)
     if clip.problem:
         r.status, r.reason, r.detail = "skipped", clip.problem, clip.detail
@@ -121,11 +124,11 @@ def validate_clip(clip: Clip, max_seconds: float | None = DEFAULT_MAX_SECONDS) -
         reasons.append((lab_reason, lab_detail))
     else:
         r.text_chars = len(text.strip())
-    try:
-        info = audio_stats(clip.audio)
-    except AudioReadError as e:
-        reasons.insert(0, ("unreadable", f"cannot read audio ({e.reason})"))
-        info = None
+    if info is None:
+        try:
+            info = audio_stats(clip.audio)
+        except AudioReadError as e:
+            reasons.insert(0, ("unreadable", f"cannot read audio ({e.reason})"))
     if info is not None:
         r.duration = round(info.duration, 4)
         r.sample_rate, r.channels = info.sample_rate, info.channels
@@ -286,25 +289,31 @@ def validate_dir(
     `max_seconds` None or <= 0 means no length limit. Raises `UserError` when the folder is
     missing or holds no audio file at all.
     """
-    if max_seconds is not None and max_seconds <= 0:
-        max_seconds = None
-    clips = find_clips(data_dir)
-    if not clips:
-        raise UserError(
-            f"{data_dir}: no audio files found (looked for .wav, .flac, .mp3, .ogg, ... recursively)"
-        )
-    jobs = [(c, max_seconds) for c in clips]
-    bar = dict(total=len(jobs), desc="validate", unit="clip", disable=not progress)
-    if num_workers > 1 and len(jobs) > MIN_JOBS_FOR_POOL:
-        with ProcessPoolExecutor(max_workers=min(num_workers, len(jobs))) as pool:
-            results = list(tqdm(pool.map(_validate_star, jobs, chunksize=8), **bar))
-    else:
-        results = [validate_clip(*j) for j in tqdm(jobs, **bar)]
+    max_seconds = length_limit(max_seconds)
+    clips = find_clips_or_fail(data_dir)
+    results = map_in_workers(
+        _validate_star, [(c, max_seconds) for c in clips], num_workers, "validate", progress=progress
+    )
     report = Report(os.fspath(data_dir), max_seconds, results)
     for r in results:
         if not r.ok:
             log.info("skip %s: %s", r.path, r.detail)
     return report
+
+
+def length_limit(max_seconds: float | None) -> float | None:
+    """`--max-seconds` as a limit: None or <= 0 means no limit (None)."""
+    return None if max_seconds is None or max_seconds <= 0 else max_seconds
+
+
+def find_clips_or_fail(data_dir: str | os.PathLike) -> list[Clip]:
+    """`find_clips`, raising `UserError` when the folder holds no audio file at all."""
+    clips = find_clips(data_dir)
+    if not clips:
+        raise UserError(
+            f"{data_dir}: no audio files found (looked for .wav, .flac, .mp3, .ogg, ... recursively)"
+        )
+    return clips
 
 
 def write_report(
