@@ -5,14 +5,17 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # pytest-xdist is not used: tests share a 2-core CI machine and several are multi-threaded already.
 PYTEST_ARGS ?=
+# e.g. BENCH_ARGS=--quick (smaller inputs) or BENCH_ARGS='normalize train' (only those)
+BENCH_ARGS ?=
 
-.PHONY: demo test lint format protos bench build-images push-images clean help
+.PHONY: demo test lint format protos bench bench-gpu build-images push-images clean help
 
 help:
 	@echo "make demo    run the whole pipeline locally on the bundled demo voice (tiny random models)"
 	@echo "make test    run the test suite"
 	@echo "make lint    ruff"
-	@echo "make bench   run the benchmarks under bench/"
+	@echo "make bench   run the CPU benchmarks under bench/ (table + bench/results/*.json)"
+	@echo "make bench-gpu  the prepared GPU run (bench/gpu.sh; needs CUDA and a CUDA torch)"
 
 # torch is installed first and pinned: a looser spec would pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -43,7 +46,10 @@ protos: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Ifish_speech/dataset --python_out=fish_speech/dataset fish_speech/dataset/text_data.proto
 
 bench: $(STAMP)
-	$(PY) bench/run_all.py
+	$(PY) bench/run_all.py $(BENCH_ARGS)
+
+bench-gpu: $(STAMP)
+	PYTHON=$(PY) bash bench/gpu.sh
 
 IMAGE_REGISTRY ?= ghcr.io/example
 IMAGE_TAG ?= latest

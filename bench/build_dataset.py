@@ -53,6 +53,7 @@ def run(data: Path, out: Path, workers: int) -> float:
 def main(quick: bool = False) -> list[Row]:
     cores = os.cpu_count() or 1
     rows = []
+    per_hour: dict[int, tuple[float, float]] = {}
     work = Path(tempfile.mkdtemp(prefix="bench-build-dataset-"))
     try:
         for scale in (1, 4) if quick else (1, 4, 16):
@@ -66,6 +67,7 @@ def main(quick: bool = False) -> list[Row]:
             )
             if not same:
                 raise RuntimeError(f"{scale}x: {cores} workers and 1 worker wrote different bytes")
+            per_hour[scale] = (ours / hours, serial / hours)
             rows.append(
                 Row(
                     f"build-dataset {scale}x ({BASE_CLIPS * scale} clips, {hours:.2f} h): time per audio hour",
@@ -76,6 +78,16 @@ def main(quick: bool = False) -> list[Row]:
                 )
             )
             shutil.rmtree(data)
+        last = max(per_hour)
+        rows.append(
+            Row(
+                f"build-dataset cost growth: time per audio hour at {last}x / at 1x",
+                per_hour[last][0] / per_hour[1][0],
+                per_hour[last][1] / per_hour[1][1],
+                "ratio",
+                "1.0 = linear in the data; below 1 = fixed costs (start-up) amortised (baseline: 1 worker)",
+            )
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return rows

@@ -1,16 +1,17 @@
 """Benchmark: `extract_vq` vs a naive one-file-at-a-time loop, full-size (S1-mini) random codec, CPU.
 
-- throughput: audio-seconds per wall-second over >= 24 clips of 1-12 s at 16/22.05/44.1/48 kHz (some
-  stereo). **ours** = `fish_speech.codec.extract_vq.extract_vq` (DataLoader worker decoding, length-bucketed
-  batches, encoder-only weights); **baseline** = the same model object called on one file at a time in
-  sorted order (load, mix, resample, encode, np.save), no workers: upstream's loop at batch size 1.
-  Both write identical `.npy` files (checked).
+- cost per audio hour at 1x, 4x and 16x the data (1x = 3 clips of 1-3 s at 16/22.05/44.1/48 kHz, some
+  stereo; 16x = 48 clips, about 1.5 min of audio). **ours** = `fish_speech.codec.extract_vq.extract_vq`
+  (DataLoader worker decoding, length-bucketed batches, encoder-only weights); **baseline** = the same
+  model object called on one file at a time in sorted order (load, mix, resample, encode, np.save), no
+  workers: upstream's loop at batch size 1. Both write identical `.npy` files (checked), and the growth
+  row divides the 16x cost per hour by the 1x cost per hour (1.0 = cost linear in the data).
 - peak RSS: one 60 s clip at batch 1, each in a fresh process: ours (`fish-speech extract-vq`, the
   encoder-only memory-mapped load) vs the naive loop with the whole codec loaded by `torch.load`
   without mmap (as upstream does).
 
-    python bench/extract_vq.py            # full run (~25 min on 2 cores)
-    python bench/extract_vq.py --quick    # 6 short clips, 20 s clip for memory (~5 min)
+    python bench/extract_vq.py            # full run (~7 min on 2 cores)
+    python bench/extract_vq.py --quick    # 1x and 4x of 2 short clips, 20 s clip for memory (~3 min)
 """
 
 from __future__ import annotations
@@ -132,41 +133,48 @@ def main(quick: bool = False) -> list[Row]:
         codec_path = Path(os.environ.get("BENCH_CODEC", tmp / "codec.pth"))
         if not codec_path.exists():
             write_random_codec(codec_path, CodecConfig.s1_mini(), seed=0)
-        count, lo, hi = (6, 1.0, 3.0) if quick else (24, 1.0, 12.0)
-        src = tmp / "src"
-        src.mkdir()
-        seconds = make_clips(src, count, lo, hi)
+        base_count, lo, hi = (2, 1.0, 2.0) if quick else (3, 1.0, 3.0)
         config_name = load_codec(codec_path, encode_only=True).config.name
-
-        # Each run in a fresh process (our process-level settings must not leak into the baseline),
-        # interleaved in groups with alternating order so both see the same machine load.
-        groups = 2 if quick else 4
-        files = sorted(src.rglob("*.wav"))
-        naive_s = ours_s = 0.0
-        same = True
-        written = 0
-        for g in range(groups):
-            dirs = {name: tmp / f"{name}{g}" for name in ("naive", "ours")}
+        per_hour: dict[int, tuple[float, float]] = {}
+        for scale in (1, 4) if quick else (1, 4, 16):
+            src = tmp / f"x{scale}"
+            count = base_count * scale
+            seconds = make_clips(src, count, lo, hi, seed=scale)
+            dirs = {name: tmp / f"{name}{scale}" for name in ("naive", "ours")}
             for d in dirs.values():
-                for f in files[g::groups]:
-                    (d / f.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy(f, d / f.relative_to(src))
-            for name in ("naive", "ours") if g % 2 == 0 else ("ours", "naive"):
-                elapsed, n = timed_run(name, dirs[name], codec_path)
-                if name == "naive":
-                    naive_s += elapsed
-                else:
-                    ours_s += elapsed
-                    written += n
-            same = same and npy_bytes(dirs["ours"]) == npy_bytes(dirs["naive"])
-        assert written == count, written
+                shutil.copytree(src, d)
+            # Each run in a fresh process (our process-level settings must not leak into the baseline),
+            # in alternating order from one scale to the next so both see the same machine load.
+            elapsed: dict[str, float] = {}
+            for name in ("naive", "ours") if scale % 2 == 0 else ("ours", "naive"):
+                elapsed[name], written = timed_run(name, dirs[name], codec_path)
+                if name == "ours" and written != count:
+                    raise RuntimeError(f"extract_vq wrote {written} of {count} files")
+            if npy_bytes(dirs["ours"]) != npy_bytes(dirs["naive"]):
+                raise RuntimeError(f"{scale}x: extract_vq and the naive loop wrote different codes")
+            hours = seconds / 3600
+            per_hour[scale] = (elapsed["ours"] / hours, elapsed["naive"] / hours)
+            rows.append(
+                Row(
+                    f"extract-vq {scale}x ({count} clips, {seconds:.0f} s of audio, {config_name} codec,"
+                    f" {torch.get_num_threads()} threads): time per audio hour",
+                    per_hour[scale][0],
+                    per_hour[scale][1],
+                    "s/h",
+                    f"lower is better; {seconds / elapsed['ours']:.2f} vs {seconds / elapsed['naive']:.2f}"
+                    " audio-s/s; baseline = naive per-file loop; identical .npy",
+                )
+            )
+            for d in (src, *dirs.values()):
+                shutil.rmtree(d)
+        last = max(per_hour)
         rows.append(
             Row(
-                f"extract-vq throughput ({count} clips, {seconds:.0f} s of audio, {config_name} codec, {torch.get_num_threads()} threads)",
-                seconds / ours_s,
-                seconds / naive_s,
-                "audio-s/s",
-                f"ours {ours_s:.1f} s vs naive loop {naive_s:.1f} s, interleaved in {groups} groups; identical .npy: {same}",
+                f"extract-vq cost growth: time per audio hour at {last}x / at 1x",
+                per_hour[last][0] / per_hour[1][0],
+                per_hour[last][1] / per_hour[1][1],
+                "ratio",
+                "1.0 = linear in the data; below 1 = fixed costs amortised (baseline: naive loop)",
             )
         )
         clip_s = 20.0 if quick else 60.0

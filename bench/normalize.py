@@ -119,11 +119,26 @@ def main(quick: bool = False) -> list[Row]:
         fap_s = timed(
             [str(fap), "loudness-norm", str(raw), str(work / "fap"), "--recursive", "--num-workers", workers]
         )
+        startup = {
+            "ours": timed(
+                [sys.executable, "-c", "import fish_speech.cli, fish_speech.dataset.normalize, pyloudnorm"],
+                env,
+            ),
+            "fap": timed([str(fap), "--help"]),
+        }
         diffs = max_difference(work / "ours", work / "fap", raw)
         mix = ", ".join(f"{n} {ext[1:].upper()}" for ext, n in made.items())
         rows = [
             Row(f"normalize {count} clips ({mix}): wall time", ours_s, fap_s, "s", f"{workers} workers each"),
             Row("normalize: clips per second", count / ours_s, count / fap_s, "clips/s"),
+            Row(
+                "normalize: fixed start-up cost per process (imports)",
+                startup["ours"],
+                startup["fap"],
+                "s",
+                "ours: CLI + pyloudnorm (its scipy.signal import is most of it; every worker pays it);"
+                " fap: `fap --help` (imports torch)",
+            ),
         ]
         lossless = [diffs[e] for e in (".wav", ".flac") if e in diffs]
         rows.append(
