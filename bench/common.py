@@ -77,6 +77,25 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process since it started (or exec'd), in MiB.
+
+    Linux's VmHWM belongs to the process image, so unlike `ru_maxrss` it does not carry over the
+    parent's resident size through fork + exec (which would make every child look as large as a
+    big `make bench` parent).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
 def best_time(fn: Callable[[], object], repeat: int = 3) -> float:
     """Best wall time of `repeat` calls, in seconds."""
     best = math.inf

@@ -105,8 +105,8 @@ def peak_rss_gib(code: str) -> tuple[float, float]:
     """Peak RSS (GiB) of a fresh Python process running `code`, and of its own children (workers)."""
     probe = (
         "\nimport resource\n"
-        "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
-        " resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        "from bench.common import peak_rss_mib\n"
+        "print('PEAK', int(peak_rss_mib() * 1024), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code + probe],
@@ -121,20 +121,41 @@ def peak_rss_gib(code: str) -> tuple[float, float]:
     return own, children
 
 
+def prepare_codec(path: Path) -> str:
+    """Write a random full-size codec at `path` unless one is there; return its config name.
+
+    In a child process, so that the benchmark runner does not keep the model's memory while the
+    measured processes (its children) run.
+    """
+    code = (
+        "import pathlib\n"
+        "from fish_speech.codec.checkpoint import load_codec, write_random_codec\n"
+        "from fish_speech.codec.model import CodecConfig\n"
+        f"p = pathlib.Path({str(path)!r})\n"
+        "if not p.exists():\n"
+        "    write_random_codec(p, CodecConfig.s1_mini(), seed=0)\n"
+        "print('NAME', load_codec(p, encode_only=True).config.name)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    ).stdout
+    return next(x for x in out.splitlines() if x.startswith("NAME")).split()[1]
+
+
 def main(quick: bool = False) -> list[Row]:
     import torch
-
-    from fish_speech.codec.checkpoint import load_codec, write_random_codec
-    from fish_speech.codec.model import CodecConfig
 
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bench-extract-vq-") as tmp:
         tmp = Path(tmp)
         codec_path = Path(os.environ.get("BENCH_CODEC", tmp / "codec.pth"))
-        if not codec_path.exists():
-            write_random_codec(codec_path, CodecConfig.s1_mini(), seed=0)
+        config_name = prepare_codec(codec_path)
         base_count, lo, hi = (2, 1.0, 2.0) if quick else (3, 1.0, 3.0)
-        config_name = load_codec(codec_path, encode_only=True).config.name
         per_hour: dict[int, tuple[float, float]] = {}
         for scale in (1, 4) if quick else (1, 4, 16):
             src = tmp / f"x{scale}"

@@ -16,22 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
 
-from common import REPO, Row, report
+from common import REPO, Row, peak_rss_mib, report
 
 SIZES = {
     # name: (config, batch, seq_len, timed steps)
     "tiny": ("tiny", 4, 512, 5),
     "full": ("s1_mini", 1, 128, 2),
 }
-
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def synthetic_batch(config, batch: int, seq_len: int, semantic_begin: int, seed: int = 0):
@@ -76,7 +71,7 @@ def worker(size: str, mode: str) -> dict:
         params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), eps=1e-5)
     data = synthetic_batch(config, batch, seq_len, semantic_begin)
-    rss_built = _rss_mb()
+    rss_built = peak_rss_mib()
 
     def step() -> None:
         token_logits, codebook_logits = model(data["inputs"], data["labels"], data["attention_masks"])
@@ -96,8 +91,8 @@ def worker(size: str, mode: str) -> dict:
     return {
         "tokens_per_s": batch * seq_len * steps / elapsed,
         "step_s": elapsed / steps,
-        "peak_rss_mb": _rss_mb(),
-        "training_mb": _rss_mb() - rss_built,
+        "peak_rss_mb": peak_rss_mib(),
+        "training_mb": peak_rss_mib() - rss_built,
         "trainable": count_trainable(model) if mode != "full" else sum(p.numel() for p in params),
         "batch": batch,
         "seq_len": seq_len,
