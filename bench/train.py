@@ -126,7 +126,13 @@ def main(quick: bool = False) -> list[Row]:
                 ours["tokens_per_s"],
                 base["tokens_per_s"],
                 "tokens/s",
-                shape,
+                shape
+                + (
+                    "; at this size LoRA's extra small matmuls and dropout masks cost more than the"
+                    " weight gradients it saves (see the full-size rows and bench/gpu_train.py)"
+                    if size == "tiny"
+                    else ""
+                ),
             )
         )
         rows.append(

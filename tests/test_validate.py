@@ -190,6 +190,25 @@ def test_workers_give_the_same_report(bad_data):
     assert one.to_json() == two.to_json()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_normalize_reports_what_validate_reports(bad_data, write_clip, speech_like, tmp_path, workers):
+    # normalize decodes each clip once (float64, whole) instead of validate's float32 blocks:
+    # its validation report must still be validate's, including 24/32-bit and clipped clips.
+    from fish_speech.dataset.normalize import normalize_dir
+
+    loud = np.clip(3 * speech_like(1.0, 44100), -1, 1)
+    write_clip(bad_data / "extra" / "clipped.wav", data=loud)
+    write_clip(bad_data / "extra" / "deep24.flac", subtype="PCM_24")
+    write_clip(bad_data / "extra" / "deep32.wav", data=loud * 0.999, subtype="PCM_32")
+    write_clip(bad_data / "extra" / "longer.wav", seconds=5.0)  # over the limit by its header alone
+    expected = validate_dir(bad_data, max_seconds=2.0, progress=False)
+    summary = normalize_dir(bad_data, tmp_path / "out", max_seconds=2.0, num_workers=workers, progress=False)
+    assert summary.validation.to_json() == expected.to_json()
+    assert {o.path for o in summary.outcomes if o.status == "written"} == {
+        c.path for c in expected.clips if c.ok
+    } - {"spk/six_channels.wav"}  # usable for the codec, but BS.1770 stops at 5 channels
+
+
 def test_clipping_share_is_reported(tmp_path, write_clip, speech_like):
     data = speech_like(1.0, 16000)
     data[:800] = 1.0
