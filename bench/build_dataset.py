@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import REPO, Row, report
+from common import REPO, Row, growth_row, report
 
 FRAMES_PER_SECOND = 44100 / 2048
 BASE_CLIPS = 100
@@ -78,16 +78,7 @@ def main(quick: bool = False) -> list[Row]:
                 )
             )
             shutil.rmtree(data)
-        last = max(per_hour)
-        rows.append(
-            Row(
-                f"build-dataset cost growth: time per audio hour at {last}x / at 1x",
-                per_hour[last][0] / per_hour[1][0],
-                per_hour[last][1] / per_hour[1][1],
-                "ratio",
-                "1.0 = linear in the data; below 1 = fixed costs (start-up) amortised (baseline: 1 worker)",
-            )
-        )
+        rows.append(growth_row("build-dataset", per_hour, "1 worker"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return rows

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -94,6 +95,32 @@ def peak_rss_mib() -> float:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def run_python(code: str, marker: str) -> list[str]:
+    """Run `code` in a fresh Python process (repo importable); the fields after `marker` in its output."""
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    ).stdout
+    line = next(x for x in out.splitlines() if x.startswith(marker + " "))
+    return line.split()[1:]
+
+
+def growth_row(step: str, per_hour: dict[int, tuple[float, float]], baseline: str) -> Row:
+    """How the cost per audio hour grows from 1x to the largest scale: (ours, baseline) per scale."""
+    last = max(per_hour)
+    return Row(
+        f"{step} cost growth: time per audio hour at {last}x / at 1x",
+        per_hour[last][0] / per_hour[1][0],
+        per_hour[last][1] / per_hour[1][1],
+        "ratio",
+        f"1.0 = linear in the data; below 1 = fixed costs (start-up) amortised (baseline: {baseline})",
+    )
 
 
 def best_time(fn: Callable[[], object], repeat: int = 3) -> float:

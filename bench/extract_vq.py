@@ -19,14 +19,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from common import REPO, Row, report
+from common import Row, growth_row, report, run_python
 
 RATES = (16000, 22050, 44100, 48000)
 
@@ -85,16 +83,8 @@ def timed_run(kind: str, folder: Path, codec_path: Path) -> tuple[float, int]:
             " model=model, progress=False)['written']\n"
         )
     code += "print('ELAPSED', time.perf_counter() - start, n)\n"
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        check=True,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    ).stdout
-    line = next(x for x in out.splitlines() if x.startswith("ELAPSED"))
-    return float(line.split()[1]), int(line.split()[2])
+    seconds, files = run_python(code, "ELAPSED")
+    return float(seconds), int(files)
 
 
 def npy_bytes(folder: Path) -> dict[str, bytes]:
@@ -108,16 +98,7 @@ def peak_rss_gib(code: str) -> tuple[float, float]:
         "from bench.common import peak_rss_mib\n"
         "print('PEAK', int(peak_rss_mib() * 1024), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code + probe],
-        check=True,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-    ).stdout
-    line = next(x for x in out.splitlines() if x.startswith("PEAK"))
-    own, children = (int(v) / 2**20 for v in line.split()[1:])
+    own, children = (int(v) / 2**20 for v in run_python(code + probe, "PEAK"))
     return own, children
 
 
@@ -136,15 +117,7 @@ def prepare_codec(path: Path) -> str:
         "    write_random_codec(p, CodecConfig.s1_mini(), seed=0)\n"
         "print('NAME', load_codec(p, encode_only=True).config.name)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        check=True,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    ).stdout
-    return next(x for x in out.splitlines() if x.startswith("NAME")).split()[1]
+    return run_python(code, "NAME")[0]
 
 
 def main(quick: bool = False) -> list[Row]:
@@ -188,16 +161,7 @@ def main(quick: bool = False) -> list[Row]:
             )
             for d in (src, *dirs.values()):
                 shutil.rmtree(d)
-        last = max(per_hour)
-        rows.append(
-            Row(
-                f"extract-vq cost growth: time per audio hour at {last}x / at 1x",
-                per_hour[last][0] / per_hour[1][0],
-                per_hour[last][1] / per_hour[1][1],
-                "ratio",
-                "1.0 = linear in the data; below 1 = fixed costs amortised (baseline: naive loop)",
-            )
-        )
+        rows.append(growth_row("extract-vq", per_hour, "naive loop"))
         clip_s = 20.0 if quick else 60.0
         long_dir = tmp / "long"
         long_dir.mkdir()
