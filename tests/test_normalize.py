@@ -201,6 +201,23 @@ def test_failed_write_leaves_no_partial_file(tmp_path, write_clip, monkeypatch):
     assert outputs(tmp_path / "out") == []  # neither x.wav nor a .tmp-* file
 
 
+def test_header_overstating_the_length_is_still_normalized(tmp_path, write_clip, monkeypatch):
+    # A header that claims more samples than the file holds (as MP3 estimates can): the clip is
+    # not loaded whole up front, but the streaming check finds it short enough, so it is written.
+    write_clip(tmp_path / "in" / "s" / "x.wav", seconds=1.0)
+    real_info = sf.info
+
+    def boasting_info(path, *args, **kwargs):
+        info = real_info(path, *args, **kwargs)
+        info.frames *= 10
+        return info
+
+    monkeypatch.setattr(norm.sf, "info", boasting_info)
+    summary = normalize_dir(tmp_path / "in", tmp_path / "out", max_seconds=2.0, progress=False)
+    assert [(o.path, o.status) for o in summary.outcomes] == [("s/x.wav", "written")]
+    assert len(sf.read(tmp_path / "out" / "s" / "x.wav")[0]) == 44100
+
+
 def test_normalize_does_not_import_torch(tmp_path):
     shutil.copytree(
         Path(__file__).parent.parent / "examples" / "demo-voice" / "anna", tmp_path / "in" / "anna"

@@ -117,8 +117,12 @@ def normalize_clip(
     result = validate_clip(clip, max_seconds, info)  # decodes again (streaming) only if we could not
     if not result.ok:
         return result, None
-    if data is None:  # undecodable a moment ago, fine now: the file changed under us
-        return result, ClipOutcome(clip.rel, "skipped", "unreadable", "the file changed while it was read")
+    if data is None:  # not loaded above: its header over-stated the length (or the file changed)
+        data, sr = _decode(clip.audio, None)
+        if data is None:
+            return result, ClipOutcome(
+                clip.rel, "skipped", "unreadable", "the file changed while it was read"
+            )
     return result, _normalize_audio(data, sr, clip, dst_p, out_rel, settings)
 
 
