@@ -10,7 +10,7 @@
   encoder-only memory-mapped load) vs the naive loop with the whole codec loaded by `torch.load`
   without mmap (as upstream does).
 
-    python bench/extract_vq.py            # full run (~8 min on 2 cores)
+    python bench/extract_vq.py            # full run (~9 min on 2 cores)
     python bench/extract_vq.py --quick    # 1x and 4x of 2 short clips, 20 s clip for memory (~3 min)
 """
 
@@ -96,10 +96,10 @@ def peak_rss_gib(code: str) -> tuple[float, float]:
     probe = (
         "\nimport resource\n"
         "from bench.common import peak_rss_mib\n"
-        "print('PEAK', int(peak_rss_mib() * 1024), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        "print('PEAK', peak_rss_mib(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
     )
-    own, children = (int(v) / 2**20 for v in run_python(code + probe, "PEAK"))
-    return own, children
+    own_mib, children_kib = run_python(code + probe, "PEAK")
+    return float(own_mib) / 1024, int(children_kib) / 2**20
 
 
 def prepare_codec(path: Path) -> str:
