@@ -1,30 +1,30 @@
 #!/usr/bin/env python3
 """The Kubeflow pipeline: LoRA fine-tuning of Fish Speech / OpenAudio S1-mini on a folder or bucket of clips.
 
-    python pipeline.py --compile [--output fish-speech-lora.yaml]
+    python pipeline.py --compile [--output fish-speech-lora.yaml] [--merge-on-gpu]
     python pipeline.py --run-local [--data examples/demo-voice] [--base tiny|hf://...] [--output runs/local]
     python pipeline.py --submit --host URL [--experiment NAME] [--param k=v ...]
     python pipeline.py --schedule "CRON" --host URL [--max-concurrency 1] [--no-catchup] [--param k=v ...]
 
-Wiring only: every step is a component in components/ that calls one `fish-speech` command. Images come
-from images/images.json (override the registry and tag with IMAGE_REGISTRY / IMAGE_TAG, or --registry
-/ --tag, as for `make build-images`).
+This file is the recipe: constants, the platform helpers and the DSL, plus `compile_pipeline`. Every
+step is a component in components/ that calls one function of fish_speech/steps/; the modes above
+live in pipeline_cli.py. Images come from images/images.json (override the registry and tag with
+IMAGE_REGISTRY / IMAGE_TAG, or --registry / --tag, as for `make build-images`).
 """
 
 # No `from __future__ import annotations`: KFP reads the pipeline function's annotation objects.
-import argparse
-import builtins
 import functools
 import inspect
-import json
-import logging
 import os
 import sys
-import tempfile
-import time
-import warnings
 from pathlib import Path
-from typing import Any
+
+from fish_speech.codec import options as vq_options
+from fish_speech.dataset.normalize import Settings as NormalizeSettings
+from fish_speech.dataset.validate import DEFAULT_MAX_SECONDS
+from fish_speech.fileio import atomic_path
+from fish_speech.options import option_defaults
+from fish_speech.text2semantic.options import TrainOptions
 
 REPO = Path(__file__).resolve().parent
 PIPELINE_NAME = "fish-speech-lora"
@@ -65,17 +65,18 @@ IO_RETRY = {
 DEFAULT_GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
 DEFAULT_GPU_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 
-# Small settings for `--run-local` on a CPU: tiny random models, a few training steps.
-LOCAL_DEFAULTS: dict[str, Any] = {
-    "base_model": "tiny",
-    "max_steps": 4,
-    "save_every": 2,
-    "batch_size": 2,
-    "num_vq_shards": 2,
-    "vq_batch_size": 4,
-}
-
-log = logging.getLogger("pipeline")
+# The steps' own defaults, read from where each is declared (fish_speech/**/options.py and friends).
+TRAIN = option_defaults(TrainOptions)
+NORMALIZE = NormalizeSettings()
+# The command's 10000 steps are upstream's config; the pipeline's input is one voice (minutes to an hour
+# of clips), where a LoRA is trained long before that, and each step is GPU time: 1000, on purpose.
+PIPELINE_MAX_STEPS = 1000
+# VQ extraction is fanned out over this many GPU pods by default.
+DEFAULT_VQ_SHARDS = 2
+# merge-lora needs memory (the base weights plus a float32 merged copy), not a GPU: it never uses CUDA,
+# so it runs on the CPU pool with this memory request. `--merge-on-gpu` puts it on the GPU pool instead
+# (for clusters whose CPU nodes are small).
+MERGE_MEMORY = "16Gi"
 
 
 def _with_storage_secrets(task):
@@ -116,10 +117,10 @@ def _on_workspace(task, pvc_name):
 
 
 @functools.cache
-def build_pipeline(retries: bool = True):
+def build_pipeline(retries: bool = True, merge_on_gpu: bool = False):
     """The pipeline (a KFP GraphComponent). Built on first use, so IMAGE_REGISTRY/IMAGE_TAG set by
-    `main` decide the images. `retries=False` (the local run) fails at once instead of backing off:
-    retries are for preempted pods on a cluster."""
+    `pipeline_cli.main` decide the images. `retries=False` (the local run) fails at once instead of
+    backing off: retries are for preempted pods on a cluster. `merge_on_gpu`: see MERGE_MEMORY."""
     gpu_retry = GPU_RETRY if retries else None
     io_retry = IO_RETRY if retries else None
     from kfp import dsl
@@ -135,20 +136,20 @@ def build_pipeline(retries: bool = True):
         data_source: str = f"{WORKSPACE_MOUNT}/data",
         base_model: str = "hf://fishaudio/openaudio-s1-mini",
         base_revision: str = "",
-        lora_config: str = "r_8_alpha_16",
-        max_steps: int = 1000,
-        batch_size: int = 4,
-        accumulate_grad_batches: int = 1,
-        learning_rate: float = 1e-4,
-        val_fraction: float = 0.1,
-        save_every: int = 100,
+        lora_config: str = TRAIN["lora_config"],
+        max_steps: int = PIPELINE_MAX_STEPS,
+        batch_size: int = TRAIN["batch_size"],
+        accumulate_grad_batches: int = TRAIN["accumulate_grad_batches"],
+        learning_rate: float = TRAIN["learning_rate"],
+        val_fraction: float = TRAIN["val_fraction"],
+        save_every: int = TRAIN["save_every"],
         checkpoint: str = "last",
-        max_clip_seconds: float = 190.0,
-        loudness: float = -23.0,
-        peak: float = -1.0,
-        num_vq_shards: int = 2,
-        vq_batch_size: int = 16,
-        vq_precision: str = "float32",
+        max_clip_seconds: float = DEFAULT_MAX_SECONDS,
+        loudness: float = NORMALIZE.loudness,
+        peak: float = NORMALIZE.peak,
+        num_vq_shards: int = DEFAULT_VQ_SHARDS,
+        vq_batch_size: int = vq_options.BATCH_SIZE,
+        vq_precision: str = vq_options.DEFAULT_PRECISION,
         accelerator_type: str = "nvidia.com/gpu",
         accelerator_count: int = 1,
         gpu_node_selector: dict = DEFAULT_GPU_NODE_SELECTOR,
@@ -158,56 +159,55 @@ def build_pipeline(retries: bool = True):
         data_mirror_root: str = f"{WORKSPACE_MOUNT}/mirror",
         publish_destination: str = "",
     ):
+        def storage(task):  # a task that reads or writes a bucket or the workspace volume
+            return _on_workspace(_with_storage_secrets(task), workspace_pvc)
+
+        def io_step(task):  # a storage task whose failures are worth retrying
+            return _retry(storage(task), io_retry)
+
+        def gpu_step(task):
+            pool = (accelerator_type, accelerator_count, gpu_node_selector, gpu_tolerations)
+            return _on_gpu_pool(task, *pool, gpu_retry)
+
         status = c.report_status(
             data_source=data_source, base_model=base_model, publish_destination=publish_destination
-        )
-        status.set_caching_options(False)
+        ).set_caching_options(False)
         with dsl.ExitHandler(status, name="fine-tune"):
-            weights = c.fetch_weights(source=base_model, revision=base_revision)
-            _retry(_on_workspace(_with_storage_secrets(weights), workspace_pvc), io_retry)
-
+            weights = io_step(c.fetch_weights(source=base_model, revision=base_revision))
             # Never cached: its output (the hash) is what makes the data steps' cache keys content-based.
-            hashed = c.content_hash(source=data_source, mirror_root=data_mirror_root).set_caching_options(
-                False
-            )
-            _retry(_on_workspace(_with_storage_secrets(hashed), workspace_pvc), io_retry)
+            hashed = io_step(c.content_hash(source=data_source, mirror_root=data_mirror_root))
+            hashed.set_caching_options(False)
             digest = hashed.output
+            raw = io_step(c.fetch_data(source=data_source, content_hash=digest, mirror_root=data_mirror_root))
+            data = raw.outputs["data"]
 
-            raw = c.fetch_data(source=data_source, content_hash=digest, mirror_root=data_mirror_root)
-            _retry(_on_workspace(_with_storage_secrets(raw), workspace_pvc), io_retry)
-
-            checked = c.validate(
-                data=raw.outputs["data"], content_hash=digest, max_clip_seconds=max_clip_seconds
-            )
+            checked = c.validate(data=data, content_hash=digest, max_clip_seconds=max_clip_seconds)
             normalized = c.normalize(
-                data=raw.outputs["data"],
+                data=data,
                 content_hash=digest,
                 loudness=loudness,
                 peak=peak,
                 max_clip_seconds=max_clip_seconds,
             ).after(checked)
+            clips = normalized.outputs["normalized"]
 
             shards = c.plan_shards(num_shards=num_vq_shards)
             with dsl.ParallelFor(shards.output, name="vq-shards") as shard_index:
-                codes = c.extract_vq(
-                    data=normalized.outputs["normalized"],
-                    weights=weights.outputs["model"],
-                    shard_index=shard_index,
-                    num_shards=num_vq_shards,
-                    content_hash=digest,
-                    batch_size=vq_batch_size,
-                    precision=vq_precision,
-                    gpu_type=accelerator_type,
-                    gpu_count=accelerator_count,
+                codes = gpu_step(
+                    c.extract_vq(
+                        data=clips,
+                        weights=weights.outputs["model"],
+                        shard_index=shard_index,
+                        num_shards=num_vq_shards,
+                        content_hash=digest,
+                        batch_size=vq_batch_size,
+                        precision=vq_precision,
+                        gpu_type=accelerator_type,
+                        gpu_count=accelerator_count,
+                    )
                 )
-                _on_gpu_pool(
-                    codes, accelerator_type, accelerator_count, gpu_node_selector, gpu_tolerations, gpu_retry
-                )
-
             dataset = c.build_dataset(
-                data=normalized.outputs["normalized"],
-                codes=dsl.Collected(codes.outputs["codes"]),
-                content_hash=digest,
+                data=clips, codes=dsl.Collected(codes.outputs["codes"]), content_hash=digest
             )
 
             train = c.lora_train(
@@ -225,28 +225,25 @@ def build_pipeline(retries: bool = True):
                 gpu_type=accelerator_type,
                 gpu_count=accelerator_count,
             )
-            _on_gpu_pool(
-                train, accelerator_type, accelerator_count, gpu_node_selector, gpu_tolerations, gpu_retry
-            )
             # checkpoint_root: a path on the workspace PVC, or a gs:// / s3:// prefix (hence the secrets)
-            _on_workspace(_with_storage_secrets(train), workspace_pvc)
+            storage(gpu_step(train))
 
             merged = c.merge_lora(
                 base_model=weights.outputs["model"],
                 lora=train.outputs["lora"],
                 lora_config=lora_config,
                 checkpoint=checkpoint,
-                gpu_type=accelerator_type,
-                gpu_count=accelerator_count,
             )
-            _on_gpu_pool(
-                merged, accelerator_type, accelerator_count, gpu_node_selector, gpu_tolerations, gpu_retry
-            )
+            if merge_on_gpu:
+                gpu_step(merged)
+            else:
+                merged.set_memory_request(MERGE_MEMORY)
 
             with dsl.If(publish_destination != "", name="publish-requested"):
-                published = c.publish(model=merged.outputs["merged"], destination=publish_destination)
+                published = io_step(
+                    c.publish(model=merged.outputs["merged"], destination=publish_destination)
+                )
                 published.set_caching_options(False)  # an upload is a side effect: always do it
-                _retry(_on_workspace(_with_storage_secrets(published), workspace_pvc), io_retry)
 
     return fish_speech_lora
 
@@ -256,274 +253,21 @@ def pipeline_parameters() -> dict[str, inspect.Parameter]:
     return dict(inspect.signature(build_pipeline().pipeline_func).parameters)
 
 
-def parse_params(pairs: list[str]) -> dict[str, Any]:
-    """`k=v` strings to typed pipeline arguments (int, float, bool, JSON for dict/list, else str)."""
-    params = pipeline_parameters()
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--param {pair!r}: expected NAME=VALUE")
-        if key not in params:
-            raise SystemExit(f"--param {key}: unknown parameter; known: {', '.join(params)}")
-        kind = params[key].annotation
-        try:
-            if kind in (dict, list):
-                parsed = json.loads(value)
-                if not isinstance(parsed, kind):
-                    raise ValueError(f"not a JSON {kind.__name__}")
-            elif kind is bool:
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError("not a boolean")
-                parsed = value.lower() in ("true", "1", "yes")
-            elif kind in (int, float):
-                parsed = kind(value)
-            else:
-                parsed = value
-        except ValueError as e:
-            raise SystemExit(f"--param {key}={value!r}: {e}") from None
-        out[key] = parsed
-    return out
-
-
-def compile_pipeline(output: str | os.PathLike = DEFAULT_PACKAGE) -> Path:
+def compile_pipeline(output: str | os.PathLike = DEFAULT_PACKAGE, merge_on_gpu: bool = False) -> Path:
     """Write the pipeline YAML (pipeline spec + Kubernetes platform spec) to `output`, atomically."""
     from kfp import compiler
 
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{output.name}.", suffix=".yaml", dir=output.parent)
-    os.close(fd)
-    try:
-        compiler.Compiler().compile(build_pipeline(), package_path=tmp)
-        os.replace(tmp, output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(output, suffix=".yaml") as tmp:
+        compiler.Compiler().compile(build_pipeline(merge_on_gpu=merge_on_gpu), package_path=str(tmp))
     return output
 
 
-# ---------------------------------------------------------------------------------------------- run-local
-
-
-def _find_outputs(run_dir: Path) -> dict[str, Any]:
-    """Paths of the run's main outputs and every task's logged metrics, from kfp.local's output folder."""
-
-    def one(pattern: str) -> str | None:
-        hits = sorted(run_dir.glob(pattern))
-        return str(hits[0]) if hits else None
-
-    metrics: dict[str, dict] = {}
-    for executor_output in sorted(run_dir.rglob("executor_output.json")):
-        task = executor_output.parent.relative_to(run_dir).as_posix()
-        data = json.loads(executor_output.read_text(encoding="utf-8"))
-        artifacts = data.get("artifacts", {}).get("metrics", {}).get("artifacts", [])
-        if artifacts and artifacts[0].get("metadata"):
-            metrics[task] = artifacts[0]["metadata"]
-    return {
-        "run_dir": str(run_dir),
-        "merged_model": one("merge-lora/merged"),
-        "lora_checkpoints": one("lora-train/lora"),
-        "validation_report": one("validate/report"),
-        "loss_plot": one("lora-train/loss_plot"),
-        "status_report": one("report-status/report"),
-        "published": None,
-        "metrics": metrics,
-    }
-
-
-def run_local(
-    data: str | os.PathLike,
-    base: str = "tiny",
-    output: str | os.PathLike = REPO / "runs" / "local",
-    params: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Run the whole DAG with kfp.local in this Python environment; return where the outputs are.
-
-    Components run as subprocesses of this interpreter (SubprocessRunner(use_venv=False)), which must
-    have `fish_speech` installed, exactly as the step images do. Kubernetes settings do not apply here.
-    """
-    from kfp import local
-
-    if "://" not in str(data):  # a bucket URI goes to fetch-data as it is
-        data = Path(data).resolve()
-        if not data.is_dir():
-            raise SystemExit(f"--data {data}: no such folder")
-    output = Path(output).resolve()
-    root = output / "pipeline-root"
-    root.mkdir(parents=True, exist_ok=True)
-    arguments: dict[str, Any] = {
-        **LOCAL_DEFAULTS,
-        "base_model": base,
-        "data_source": str(data),
-        "checkpoint_root": str(output / "checkpoints"),
-        "data_mirror_root": str(output / "mirror"),
-        "publish_destination": str(output / "model"),
-        **(params or {}),
-    }
-    # The step images' names are not Python images: kfp.local warns about every task; that is expected.
-    warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
-    log.info("running %s locally with kfp.local; outputs under %s", PIPELINE_NAME, output)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
-    before = {p.name for p in root.iterdir()}
-    started = time.monotonic()
-    # kfp.local swaps builtins.print for an indenting one per task, racily when tasks run in parallel
-    # threads (the ParallelFor shards); put the real one back afterwards.
-    real_print = builtins.print
-    try:
-        build_pipeline(retries=False)(**arguments)
-    finally:
-        builtins.print = real_print
-    seconds = time.monotonic() - started
-    new = sorted(p for p in root.iterdir() if p.is_dir() and p.name not in before)
-    if not new:
-        raise RuntimeError(f"kfp.local wrote no run folder under {root}")
-    outputs = _find_outputs(new[-1])
-    outputs["published"] = arguments["publish_destination"] or None
-    outputs["arguments"] = arguments
-    outputs["wall_seconds"] = round(seconds, 1)
-    summary = output / "run-summary.json"
-    summary.write_text(json.dumps(outputs, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    outputs["summary"] = str(summary)
-    return outputs
-
-
-# ------------------------------------------------------------------------------------------ submit/schedule
-
-
-def _client(host: str, namespace: str | None):
-    import kfp
-
-    return kfp.Client(host=host, **({"namespace": namespace} if namespace else {}))
-
-
-def _cron(expr: str) -> str:
-    """KFP wants 6 fields (seconds first); accept the usual 5-field form too."""
-    fields = expr.split()
-    if len(fields) == 5:
-        return "0 " + " ".join(fields)
-    if len(fields) == 6:
-        return " ".join(fields)
-    raise SystemExit(f"--schedule {expr!r}: a cron expression has 5 (or 6, with seconds) fields")
-
-
-def submit(
-    host: str,
-    experiment: str,
-    params: dict[str, Any],
-    namespace: str | None = None,
-    service_account: str | None = None,
-) -> str:
-    """Compile and start one run; returns the run id."""
-    with tempfile.TemporaryDirectory() as tmp:
-        package = compile_pipeline(Path(tmp) / f"{PIPELINE_NAME}.yaml")
-        result = _client(host, namespace).create_run_from_pipeline_package(
-            str(package),
-            arguments=params,
-            run_name=f"{PIPELINE_NAME} {time.strftime('%Y-%m-%d %H:%M:%S')}",
-            experiment_name=experiment,
-            namespace=namespace,
-            service_account=service_account,
-        )
-    return result.run_id
-
-
-def schedule(
-    host: str,
-    cron: str,
-    experiment: str,
-    params: dict[str, Any],
-    max_concurrency: int = 1,
-    no_catchup: bool = False,
-    namespace: str | None = None,
-    service_account: str | None = None,
-) -> str:
-    """Compile and create a recurring run; returns its id."""
-    cron = _cron(cron)
-    client = _client(host, namespace)
-    exp = client.create_experiment(name=experiment, namespace=namespace)
-    with tempfile.TemporaryDirectory() as tmp:
-        package = compile_pipeline(Path(tmp) / f"{PIPELINE_NAME}.yaml")
-        job = client.create_recurring_run(
-            experiment_id=exp.experiment_id,
-            job_name=f"{PIPELINE_NAME} ({cron})",
-            description="retrains when new clips arrive; unchanged clips hit the data steps' cache",
-            cron_expression=cron,
-            max_concurrency=max_concurrency,
-            no_catchup=no_catchup,
-            params=params,
-            pipeline_package_path=str(package),
-            service_account=service_account,
-        )
-    return job.recurring_run_id
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--compile", action="store_true", help="write the pipeline YAML")
-    mode.add_argument("--run-local", action="store_true", help="run the whole DAG here with kfp.local")
-    mode.add_argument("--submit", action="store_true", help="start one run on a KFP server")
-    mode.add_argument("--schedule", metavar="CRON", help="create a recurring run on a KFP server")
-    parser.add_argument(
-        "--output",
-        help="compile: YAML path (default runs/fish-speech-lora.yaml); "
-        "run-local: output folder (default runs/local)",
-    )
-    parser.add_argument(
-        "--data", default=str(REPO / "examples" / "demo-voice"), help="run-local: clip folder, gs:// or s3://"
-    )
-    parser.add_argument("--base", default="tiny", help="run-local: base model source (tiny, hf://..., dir)")
-    parser.add_argument("--host", help="KFP API endpoint (submit, schedule)")
-    parser.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
-    parser.add_argument(
-        "--service-account",
-        help="Kubernetes service account of the run's pods (manifests/: fish-speech-pipeline)",
-    )
-    parser.add_argument("--experiment", default=PIPELINE_NAME, help="experiment name (submit, schedule)")
-    parser.add_argument(
-        "--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline argument"
-    )
-    parser.add_argument("--max-concurrency", type=int, default=1, help="schedule: runs at once (default 1)")
-    parser.add_argument("--no-catchup", action="store_true", help="schedule: skip runs missed while paused")
-    parser.add_argument("--registry", help="image registry (default: IMAGE_REGISTRY, else images.json)")
-    parser.add_argument("--tag", help="image tag (default: IMAGE_TAG, else images.json)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """`python pipeline.py --compile | --run-local | --submit | --schedule` (see pipeline_cli.py)."""
+    import pipeline_cli
 
-    if args.registry:
-        os.environ["IMAGE_REGISTRY"] = args.registry
-    if args.tag:
-        os.environ["IMAGE_TAG"] = args.tag
-    params = parse_params(args.param)
-
-    if args.compile:
-        path = compile_pipeline(args.output or DEFAULT_PACKAGE)
-        print(f"wrote {path}")
-    elif args.run_local:
-        outputs = run_local(args.data, args.base, args.output or REPO / "runs" / "local", params)
-        print(json.dumps({k: v for k, v in outputs.items() if k not in ("metrics", "arguments")}, indent=2))
-    else:
-        if not args.host:
-            parser.error("--submit and --schedule need --host URL")
-        if args.submit:
-            run_id = submit(args.host, args.experiment, params, args.namespace, args.service_account)
-            print(f"submitted run {run_id} to {args.host}")
-        else:
-            job_id = schedule(
-                args.host,
-                args.schedule,
-                args.experiment,
-                params,
-                args.max_concurrency,
-                args.no_catchup,
-                args.namespace,
-                args.service_account,
-            )
-            print(f"created recurring run {job_id} ({_cron(args.schedule)}) on {args.host}")
-    return 0
+    return pipeline_cli.main(argv)
 
 
 if __name__ == "__main__":

@@ -28,59 +28,19 @@ def extract_vq(
     codes: Output[Dataset],
     metrics: Output[Metrics],
 ):
-    """`fish-speech extract-vq DATA --checkpoint-path codec.pth --shard-index I --num-shards N`.
+    """`fish-speech extract-vq DATA --output-dir CODES --shard-index I --num-shards N` (steps/codes.py).
 
-    The command writes `<stem>.npy` beside each clip; the input artifact is never written to: the clips
-    are hard-linked (or copied) into a scratch tree, and only the new `.npy` files move to `codes`.
-    `content_hash` and the accelerator settings are not read here: the first is part of the cache
-    key, the others are the task's resource request (passing them keeps them in the loop's inputs).
+    `content_hash` is part of the cache key. `gpu_type`/`gpu_count` are the task's resource request:
+    KFP adds a channel used only in `set_accelerator_*` to the ParallelFor's inputs only when a task
+    also reads it, so they are passed here.
     """
-    import json
-    import os
-    import shutil
-    import tempfile
-    from pathlib import Path
+    from fish_speech.steps.codes import extract_vq_step
+    from fish_speech.steps.common import log_metrics
 
-    from fish_speech.cli import main
-    from fish_speech.reports import read_report_numbers
-
-    source = Path(data.path)
-    codec = Path(weights.path) / "codec.pth"
-    if not codec.is_file():
-        raise FileNotFoundError(f"{codec}: the base model has no codec.pth")
-    shard_index, num_shards = int(shard_index), int(num_shards)
-    workers = max(1, min(4, (os.cpu_count() or 1) - 1))
-    out = Path(codes.path)
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="extract-vq-") as tmp:
-        scratch = Path(tmp) / source.name
-        inputs = set()
-        for path in source.rglob("*"):
-            if path.is_file():
-                rel = path.relative_to(source)
-                inputs.add(rel)
-                (scratch / rel).parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.link(path, scratch / rel)
-                except OSError:  # another file system
-                    shutil.copy2(path, scratch / rel)
-        report = Path(tmp) / "report.json"
-        argv = ["extract-vq", str(scratch), "--checkpoint-path", str(codec), "--batch-size", str(batch_size)]
-        argv += ["--num-workers", str(workers), "--device", "auto", "--precision", precision]
-        argv += ["--shard-index", str(shard_index), "--num-shards", str(num_shards), "--report", str(report)]
-        status = main(argv)
-        if status != 0:
-            raise RuntimeError(f"fish-speech {' '.join(argv)} exited with status {status}")
-        moved = 0
-        for npy in sorted(scratch.rglob("*.npy")):
-            rel = npy.relative_to(scratch)
-            if rel not in inputs and not npy.name.startswith(".tmp-"):
-                (out / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(str(npy), out / rel)
-                moved += 1
-        for key, value in read_report_numbers(report).items():
-            metrics.log_metric(key, value)
-    metrics.log_metric("codes_files", moved)
-    # the numbers as a file too: downloadable from the UI, and kfp.local's cache needs a file per artifact
-    Path(metrics.path).write_text(json.dumps(metrics.metadata, indent=2, sort_keys=True), encoding="utf-8")
-    codes.metadata.update({"shard_index": shard_index, "num_shards": num_shards, "files": moved})
+    values = extract_vq_step(
+        data.path, weights.path, codes.path, shard_index, num_shards, batch_size, precision
+    )
+    log_metrics(metrics, values)
+    codes.metadata.update(
+        {"shard_index": shard_index, "num_shards": num_shards, "files": values["codes_files"]}
+    )

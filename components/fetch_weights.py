@@ -9,15 +9,8 @@ from components.images import CPU_IMAGE
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def fetch_weights(source: str, revision: str, model: Output[Model]):
     """`fish-speech fetch-weights SOURCE --output MODEL [--revision REV]` (tiny, hf://, gs://, s3://, dir)."""
-    from fish_speech.cli import main
+    from fish_speech.steps.model import fetch_weights_step
 
-    argv = ["fetch-weights", source, "--output", model.path]
-    if revision:
-        if not source.startswith("hf://"):
-            raise ValueError(f"base_revision={revision!r} applies to hf:// sources only, not {source!r}")
-        argv += ["--revision", revision]
-    status = main(argv)
-    if status != 0:
-        raise RuntimeError(f"fish-speech {' '.join(argv)} exited with status {status}")
+    fetch_weights_step(source, revision, model.path)
     model.metadata["source"] = source
     model.metadata["revision"] = revision

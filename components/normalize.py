@@ -1,4 +1,4 @@
-"""normalize: loudness-normalized 44.1 kHz mono wav + .lab, as a Dataset."""
+"""normalize: peak- then loudness-normalised wav + .lab (each clip keeps its rate and channels), as a Dataset."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
@@ -16,28 +16,12 @@ def normalize(
     normalized: Output[Dataset],
     metrics: Output[Metrics],
 ):
-    """`fish-speech normalize DATA NORMALIZED --loudness L --peak P --num-workers N`.
+    """`fish-speech normalize DATA NORMALIZED --loudness L --peak P` (fish_speech/steps/data.py).
 
-    `content_hash` is not read: it is part of the cache key (see components/fetch_data.py).
+    `content_hash` is not read: it is part of the cache key (see fish_speech/steps/data.py).
     """
-    import json
-    import os
-    import tempfile
-    from pathlib import Path
+    from fish_speech.steps.common import log_metrics
+    from fish_speech.steps.data import normalize_step
 
-    from fish_speech.cli import main
-    from fish_speech.reports import read_report_numbers
-
-    workers = str(min(8, os.cpu_count() or 1))
-    argv = ["normalize", data.path, normalized.path, "--loudness", str(loudness), "--peak", str(peak)]
-    argv += ["--max-seconds", str(max_clip_seconds), "--num-workers", workers]
-    with tempfile.TemporaryDirectory(prefix="normalize-") as tmp:
-        summary = Path(tmp) / "summary.json"
-        status = main([*argv, "--json", str(summary)])
-        if status != 0:
-            raise RuntimeError(f"fish-speech {' '.join(argv)} exited with status {status}")
-        for key, value in read_report_numbers(summary).items():
-            metrics.log_metric(key, value)
-    # the numbers as a file too: downloadable from the UI, and kfp.local's cache needs a file per artifact
-    Path(metrics.path).write_text(json.dumps(metrics.metadata, indent=2, sort_keys=True), encoding="utf-8")
+    log_metrics(metrics, normalize_step(data.path, normalized.path, loudness, peak, max_clip_seconds))
     normalized.metadata["content_hash"] = content_hash

@@ -9,10 +9,6 @@ from components.images import CPU_IMAGE
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def publish(model: Input[Model], destination: str) -> str:
     """`fish-speech publish MODEL DESTINATION`; returns the destination."""
-    from fish_speech.cli import main
+    from fish_speech.steps.model import publish_step
 
-    argv = ["publish", model.path, destination]
-    status = main(argv)
-    if status != 0:
-        raise RuntimeError(f"fish-speech {' '.join(argv)} exited with status {status}")
-    return destination
+    return publish_step(model.path, destination)

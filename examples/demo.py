@@ -27,10 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=str(REPO / "runs" / "demo"), help="output folder")
     args = parser.parse_args(argv)
 
-    import pipeline
+    import pipeline_cli
 
     started = time.monotonic()
-    out = pipeline.run_local(args.data, base=args.base, output=args.output)
+    out = pipeline_cli.run_local(args.data, base=args.base, output=args.output)
     wall = time.monotonic() - started
 
     from fish_speech.text2semantic.checkpoint import load_model

@@ -306,3 +306,37 @@ def test_symlinked_folders_are_reported_not_followed(tmp_path):
         ("linked", "symbolic link to a folder: not followed"),
         ("loop", "symbolic link to a folder: not followed"),
     ]
+
+
+def test_codes_folders_give_the_bytes_of_codes_beside_the_clips(golden_data, tmp_path):
+    """`--codes DIR [--codes DIR]`: codes split over two folders (as extract-vq shards write them)."""
+    beside = tmp_path / "beside"
+    assert main(["build-dataset", "--input", str(golden_data), "--output", str(beside)]) == 0
+    shards = [tmp_path / "shard0", tmp_path / "shard1"]
+    for k, npy in enumerate(sorted(golden_data.rglob("*.npy"))):
+        dest = shards[k % 2] / npy.relative_to(golden_data)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(npy, dest)
+    assert not list(golden_data.rglob("*.npy"))
+    out = tmp_path / "split"
+    argv = ["build-dataset", "--input", str(golden_data), "--output", str(out)]
+    assert main([*argv, "--codes", str(shards[0]), "--codes", str(shards[1])]) == 0
+    assert [p.read_bytes() for p in sorted(out.glob("*.protos"))] == [
+        p.read_bytes() for p in sorted(beside.glob("*.protos"))
+    ]
+    # with one shard only, the other shard's clips are reported as having no codes
+    summary = build_dataset([golden_data], tmp_path / "half", codes=[shards[0]], num_workers=1)
+    assert any(s.reason.startswith("no codes") for s in summary.skipped)
+
+
+def test_a_clip_with_codes_in_two_folders_is_an_error(tmp_path):
+    data = tmp_path / "data"
+    clip(data / "SPK", "a")
+    for shard in ("s0", "s1"):
+        (tmp_path / shard / "SPK").mkdir(parents=True)
+        np.save(tmp_path / shard / "SPK" / "a.npy", codes(10))
+    argv = ["--input", str(data), "--output", str(tmp_path / "out")]
+    with pytest.raises(UserError, match=r"SPK/a.npy: codes in two code folders"):
+        build_dataset([data], tmp_path / "out", codes=[tmp_path / "s0", tmp_path / "s1"])
+    assert main(["build-dataset", *argv, "--codes", str(tmp_path / "nowhere")]) == 2
+    assert not (tmp_path / "out").exists()

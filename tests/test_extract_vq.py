@@ -222,3 +222,35 @@ def test_length_bucketed_batches():
         assert len(b) == 1 or len(b) * sizes[0] <= 160
     assert [lengths[i] for i in batches[1]] == [100]  # 2 x 100 > 160
     assert [lengths[i] for i in batches[2]] == [51, 50, 49]
+
+
+def test_output_dir_writes_codes_at_the_clips_relative_paths(tmp_path, codec, write_clip):
+    """`--output-dir CODES`: the same codes as beside each clip, at CODES/<rel>/<stem>.npy; DATA only read."""
+    data = tmp_path / "data"
+    for k, name in enumerate(["a/one.wav", "a/b/two.wav", "three.wav"]):
+        write_clip(data / name, seconds=0.2, seed=k)
+    beside = tmp_path / "beside"
+    shutil.copytree(data, beside)
+    xvq.extract_vq(beside, CODEC, num_workers=0, device="cpu", model=codec, progress=False)
+    files_before = sorted(p.relative_to(data).as_posix() for p in data.rglob("*"))
+    out = tmp_path / "codes"
+    rc = main(
+        [
+            "extract-vq",
+            str(data),
+            "--checkpoint-path",
+            str(CODEC),
+            "--output-dir",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+        + ["--num-workers", "0", "--shard-index", "1", "--num-shards", "2"]
+    )
+    assert rc == 0
+    assert sorted(p.relative_to(data).as_posix() for p in data.rglob("*")) == files_before  # nothing written
+    # shard 1 of 2 of the sorted files (a/b/two.wav, a/one.wav, three.wav) is a/one.wav
+    assert _npys(out) == {"a/one.npy": (beside / "a" / "one.npy").read_bytes()}
+    s = xvq.extract_vq(data, CODEC, output_dir=out, num_workers=0, device="cpu", model=codec, progress=False)
+    assert (s["written"], s["already_done"], s["output_dir"]) == (2, 1, str(out))
+    assert _npys(out) == _npys(beside)

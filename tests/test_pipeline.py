@@ -25,8 +25,10 @@ SENTINELS = {
     "S3_ENDPOINT_URL": "http://sentinel-do-not-leak-4:9000",
     "GOOGLE_APPLICATION_CREDENTIALS": "/sentinel/do-not-leak-5.json",
 }
-GPU_STEPS = ("extract-vq", "lora-train", "merge-lora")
+GPU_STEPS = ("extract-vq", "lora-train")
+# merge-lora needs memory, not a GPU (pipeline.MERGE_MEMORY); --merge-on-gpu moves it (test below)
 CPU_STEPS = (
+    "merge-lora",
     "fetch-weights",
     "content-hash",
     "fetch-data",
@@ -324,9 +326,9 @@ def test_image_ref_pins_recorded_digest(tmp_path, monkeypatch):
 
 
 def test_parse_params():
-    import pipeline
+    import pipeline_cli
 
-    got = pipeline.parse_params(
+    got = pipeline_cli.parse_params(
         [
             "max_steps=7",
             "learning_rate=2e-4",
@@ -341,13 +343,13 @@ def test_parse_params():
         "data_source": "s3://b/clips",
     }
     with pytest.raises(SystemExit, match="unknown parameter"):
-        pipeline.parse_params(["nope=1"])
+        pipeline_cli.parse_params(["nope=1"])
     with pytest.raises(SystemExit, match="max_steps"):
-        pipeline.parse_params(["max_steps=many"])
+        pipeline_cli.parse_params(["max_steps=many"])
     with pytest.raises(SystemExit, match="gpu_tolerations"):
-        pipeline.parse_params(['gpu_tolerations={"not": "a list"}'])
+        pipeline_cli.parse_params(['gpu_tolerations={"not": "a list"}'])
     with pytest.raises(SystemExit, match="NAME=VALUE"):
-        pipeline.parse_params(["max_steps"])
+        pipeline_cli.parse_params(["max_steps"])
 
 
 def test_compile_command(tmp_path):
@@ -372,3 +374,39 @@ def test_compile_command(tmp_path):
     images = {e["container"]["image"] for e in next(spec)["deploymentSpec"]["executors"].values()}
     assert images and all(i.startswith("r.example/x/fish-speech-kfp-") for i in images)
     assert not list(out.parent.glob(".tmp-*"))
+
+
+def test_merge_on_the_cpu_pool_unless_asked(compiled, tmp_path):
+    """merge-lora needs memory, not a GPU: CPU pool with a memory request; --merge-on-gpu moves it."""
+    import pipeline
+
+    resources = compiled["containers"]["merge-lora"]["resources"]
+    assert "accelerator" not in resources
+    assert resources["resourceMemoryRequest"] == pipeline.MERGE_MEMORY
+    path = pipeline.compile_pipeline(tmp_path / "gpu.yaml", merge_on_gpu=True)
+    spec = next(yaml.safe_load_all(path.read_text()))
+    merge = spec["deploymentSpec"]["executors"]["exec-merge-lora"]["container"]
+    assert merge["resources"]["accelerator"]["resourceCount"] == (
+        "{{$.inputs.parameters['pipelinechannel--accelerator_count']}}"
+    )
+
+
+def test_pipeline_defaults_are_the_steps_defaults(compiled):
+    """Each default is read from its declaration; only max_steps differs, on purpose."""
+    import pipeline
+    from fish_speech.options import option_defaults
+    from fish_speech.text2semantic.options import TrainOptions
+
+    params = compiled["spec"].root.input_definitions.parameters
+    train = option_defaults(TrainOptions)
+    for name in (
+        "lora_config",
+        "batch_size",
+        "accumulate_grad_batches",
+        "learning_rate",
+        "val_fraction",
+        "save_every",
+    ):
+        value = params[name].default_value
+        assert (value.string_value or value.number_value) == train[name], name
+    assert train["max_steps"] != pipeline.PIPELINE_MAX_STEPS == params["max_steps"].default_value.number_value

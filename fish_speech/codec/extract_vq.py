@@ -32,6 +32,7 @@ from tqdm import tqdm
 from fish_speech import audio as audio_lib
 from fish_speech.codec.checkpoint import load_codec
 from fish_speech.codec.model import Codec
+from fish_speech.codec.options import BATCH_SIZE, DEFAULT_PRECISION
 from fish_speech.errors import UserError
 from fish_speech.fileio import atomic_path, is_temp_file
 
@@ -68,13 +69,29 @@ def _skip(skipped: list[dict], path: Path, reason: str) -> None:
     skipped.append({"path": str(path), "reason": reason})
 
 
-def plan_clips(files: list[Path], overwrite: bool, skipped: list[dict]) -> tuple[list[Clip], list[Path]]:
-    """Split `files` into clips to encode and finished ones; record empty files and name clashes."""
+def codes_path(clip: Path, data_dir: Path, output_dir: Path | None) -> Path:
+    """Where a clip's codes go: `<stem>.npy` beside it, or at the same relative path under `output_dir`."""
+    if output_dir is None:
+        return clip.with_suffix(".npy")
+    return output_dir / clip.relative_to(data_dir).with_suffix(".npy")
+
+
+def plan_clips(
+    files: list[Path],
+    overwrite: bool,
+    skipped: list[dict],
+    data_dir: Path | None = None,
+    output_dir: Path | None = None,
+) -> tuple[list[Clip], list[Path]]:
+    """Split `files` into clips to encode and finished ones; record empty files and name clashes.
+
+    Codes go beside each clip, or under `output_dir` at the clip's path relative to `data_dir`.
+    """
     todo: list[Clip] = []
     done: list[Path] = []
     owner: dict[Path, Path] = {}
     for path in files:
-        out = path.with_suffix(".npy")
+        out = codes_path(path, data_dir or path.parent, output_dir)
         if out in owner:  # a.wav and a.mp3 would both write a.npy
             _skip(skipped, path, f"same output {out.name} as {owner[out].name}")
             continue
@@ -264,18 +281,22 @@ class _Encoder:
 def extract_vq(
     data_dir: str | os.PathLike,
     checkpoint_path: str | os.PathLike,
-    batch_size: int = 16,
+    output_dir: str | os.PathLike | None = None,
+    batch_size: int = BATCH_SIZE,
     num_workers: int = 1,
     device: str = "auto",
     overwrite: bool = False,
     shard_index: int = 0,
     num_shards: int = 1,
-    precision: str = "float32",
+    precision: str = DEFAULT_PRECISION,
     max_batch_samples: int | None = None,
     model: Codec | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Write `<stem>.npy` codes beside every audio file under `data_dir`; return a summary dict.
+    """Write `<stem>.npy` codes for every audio file under `data_dir`; return a summary dict.
+
+    Codes go beside each clip (upstream's layout), or, with `output_dir`, to `output_dir/<rel>/<stem>.npy`
+    where `<rel>` is the clip's folder relative to `data_dir` (the input folder is then only read).
 
     `precision` "float32" reproduces upstream's codes; "bfloat16" (CUDA autocast) is faster but
     may change some codes. `model` reuses an already loaded codec (benchmarks, tests).
@@ -295,9 +316,11 @@ def extract_vq(
 
     files = discover_audio(root)[shard_index::num_shards]
     skipped: list[dict] = []
-    clips, done = plan_clips(files, overwrite, skipped)
+    out_root = Path(output_dir) if output_dir is not None else None
+    clips, done = plan_clips(files, overwrite, skipped, root, out_root)
     summary: dict[str, Any] = {
         "data_dir": str(root),
+        "output_dir": str(out_root) if out_root is not None else None,
         "checkpoint": str(checkpoint_path),
         "shard_index": shard_index,
         "num_shards": num_shards,

@@ -16,6 +16,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="data folder (scanned recursively for *.npy) or filelist (path|speaker|language|text); repeatable",
     )
     parser.add_argument(
+        "--codes",
+        action="append",
+        metavar="DIR",
+        help="folder with the codes at the clips' relative paths (extract-vq --output-dir); repeatable, "
+        "a clip may have codes in one of them only (default: the .npy beside each clip)",
+    )
+    parser.add_argument(
         "--output",
         default="data/quantized-dataset-ft",
         metavar="DIR",
@@ -55,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         shard_size_mb=args.shard_size,
         num_codebooks=args.num_codebooks,
         report=args.report,
+        codes=args.codes or (),
     )
     print(summary.format())
     return 0

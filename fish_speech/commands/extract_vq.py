@@ -1,12 +1,16 @@
-"""`fish-speech extract-vq`: encode every clip under a folder to VQ codes (`<stem>.npy` beside it)."""
+"""`fish-speech extract-vq`: encode every clip under a folder to VQ codes (`<stem>.npy` beside it, or
+at the same relative path under `--output-dir`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+from fish_speech.codec.options import BATCH_SIZE, DEFAULT_PRECISION, PRECISIONS
+
 HELP = (
-    "encode every audio clip under DATA_DIR with the codec: <stem>.npy (int64, 10 x frames) beside each clip"
+    "encode every audio clip under DATA_DIR with the codec: <stem>.npy (int64, 10 x frames) beside each clip, "
+    "or under --output-dir"
 )
 
 DEFAULT_CHECKPOINT = "checkpoints/openaudio-s1-mini/codec.pth"
@@ -21,11 +25,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"codec weights (default {DEFAULT_CHECKPOINT})",
     )
     parser.add_argument(
+        "--output-dir",
+        metavar="CODES",
+        help="write CODES/<rel>/<stem>.npy (rel: the clip's folder under DATA_DIR) instead of beside each "
+        "clip; DATA_DIR is then only read",
+    )
+    parser.add_argument(
         "--config-name",
         default="modded_dac_vq",
         help="accepted for upstream compatibility; the architecture is read from the checkpoint's shapes",
     )
-    parser.add_argument("--batch-size", type=int, default=16, help="clips per batch (default 16)")
+    parser.add_argument(
+        "--batch-size", type=int, default=BATCH_SIZE, help=f"clips per batch (default {BATCH_SIZE})"
+    )
     parser.add_argument(
         "--num-workers",
         type=int,
@@ -48,8 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--precision",
-        choices=["float32", "bfloat16"],
-        default="float32",
+        choices=PRECISIONS,
+        default=DEFAULT_PRECISION,
         help="float32 reproduces upstream's codes (default); bfloat16 autocast is faster on GPUs but may change codes",
     )
     parser.add_argument(
@@ -72,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     summary = extract_vq(
         args.data_dir,
         args.checkpoint_path,
+        output_dir=args.output_dir,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         device=args.device,

@@ -27,11 +27,13 @@ def fetch_data(source: str, output: Path, *, allow_patterns: list[str] | None = 
     """Mirror `source` into `output`; returns the FetchResult (its `content_hash` is the cache key)."""
     from fish_speech.errors import UserError
     from fish_speech.storage.fetch import check_separate, fetch_tree, open_store
-    from fish_speech.storage.uri import parse_uri
+    from fish_speech.storage.uri import STORES, parse_uri
 
     uri = parse_uri(source)
-    if uri.scheme not in ("gs", "s3", "local"):
-        raise UserError(f"{source}: fetch-data reads gs://, s3:// or a local folder")
+    if uri.scheme != "local" and uri.scheme not in STORES:
+        raise UserError(
+            f"{source}: fetch-data reads {', '.join(f'{s}://' for s in STORES)} or a local folder"
+        )
     check_separate(uri, output)
     result = fetch_tree(
         open_store(uri, jobs), output, source=uri.ident, allow_patterns=allow_patterns, jobs=jobs

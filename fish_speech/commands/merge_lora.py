@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from fish_speech.text2semantic.options import DEFAULT_LORA_CONFIG
+
 HELP = "merge LoRA weights into the base model: a checkpoint folder in the base layout (codec.pth included)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--lora-config", default="r_8_alpha_16", help="LoRA config the adapters were trained with"
+        "--lora-config", default=DEFAULT_LORA_CONFIG, help="LoRA config the adapters were trained with"
     )
     parser.add_argument("--lora-r", type=int, default=None, help="override the config's rank")
     parser.add_argument("--lora-alpha", type=float, default=None, help="override the config's alpha")

@@ -17,17 +17,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--clean", action="store_true", help="delete OUT before writing")
     parser.add_argument("--overwrite", action="store_true", help="redo clips whose output already exists")
+    from fish_speech.dataset.normalize import Settings
+    from fish_speech.dataset.validate import DEFAULT_MAX_SECONDS
+
+    defaults = Settings()
     parser.add_argument(
-        "--loudness", type=float, default=-23.0, help="target integrated loudness, LUFS (default -23)"
+        "--loudness",
+        type=float,
+        default=defaults.loudness,
+        help=f"target integrated loudness, LUFS (default {defaults.loudness:g})",
     )
     parser.add_argument(
-        "--peak", type=float, default=-1.0, help="peak level before loudness scaling, dBFS (default -1)"
+        "--peak",
+        type=float,
+        default=defaults.peak,
+        help=f"peak level before loudness scaling, dBFS (default {defaults.peak:g})",
     )
     parser.add_argument(
         "--block-size",
         type=float,
-        default=0.4,
-        help="loudness gating block, seconds (default 0.4, BS.1770-4)",
+        default=defaults.block_size,
+        help=f"loudness gating block, seconds (default {defaults.block_size:g}, BS.1770-4)",
     )
     parser.add_argument(
         "--num-workers",
@@ -39,9 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-seconds",
         type=float,
-        default=190.0,
+        default=DEFAULT_MAX_SECONDS,
         metavar="S",
-        help="skip clips longer than S seconds (default 190; 0 = no limit)",
+        help=f"skip clips longer than S seconds (default {DEFAULT_MAX_SECONDS:g}; 0 = no limit)",
     )
     parser.add_argument(
         "--report", metavar="R.md", help="write a Markdown report (normalisation + input validation)"

@@ -9,6 +9,8 @@ HELP = "check every clip (transcript, decoding, length, level) and report ok / s
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from fish_speech.dataset.validate import DEFAULT_MAX_SECONDS
+
     parser.add_argument(
         "data_dir", metavar="DATA_DIR", help="folder of SPEAKER/clip.{wav,flac,mp3,...} + clip.lab"
     )
@@ -17,9 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-seconds",
         type=float,
-        default=190.0,
+        default=DEFAULT_MAX_SECONDS,
         metavar="S",
-        help="skip clips longer than S seconds (default 190: the longest input the codec encoder accepts; 0 = no limit)",
+        help=f"skip clips longer than S seconds (default {DEFAULT_MAX_SECONDS:g}: the longest input the codec "
+        "encoder accepts; 0 = no limit)",
     )
     parser.add_argument(
         "--num-workers",

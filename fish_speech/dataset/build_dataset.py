@@ -162,19 +162,37 @@ def _walk(root: Path, skipped: list[Skip]) -> Iterator[Path]:
             yield here / name
 
 
-def discover_folder(root: Path, text_extensions: Sequence[str], skipped: list[Skip]) -> list[Group]:
-    """Groups of a folder: every `*.npy` below it, grouped by parent folder, in sorted order."""
-    codes_files: list[Path] = []
+def discover_folder(
+    root: Path, text_extensions: Sequence[str], skipped: list[Skip], code_roots: Sequence[Path] = ()
+) -> list[Group]:
+    """Groups of a folder: every clip with codes below it, grouped by parent folder, in sorted order.
+
+    Codes are the `*.npy` beside each clip, or, with `code_roots`, those at the clip's relative path
+    under one of these folders (what `extract-vq --output-dir` writes); codes of one clip found in two
+    code folders are an error.
+    """
+    found: dict[Path, tuple[Path, Path]] = {}  # path beside the clip -> (codes file, the root it is in)
     others: dict[Path, Path] = {}  # stem -> an audio or transcript file of that stem
     for path in _walk(root, skipped):
         if is_temp_file(path) or not path.is_file():
             continue
         if path.suffix == ".npy":
-            codes_files.append(path)
+            if not code_roots:
+                found[path] = (path, root)
         elif path.suffix.lower() in AUDIO_EXTENSIONS or path.suffix in text_extensions:
             stem = path.with_suffix("")
             others[stem] = min(others.get(stem, path), path, key=_sort_key)
-    codes_files.sort(key=_sort_key)
+    for code_root in code_roots:
+        for path in _walk(code_root, skipped):
+            if is_temp_file(path) or not path.is_file() or path.suffix != ".npy":
+                continue
+            beside = root / path.relative_to(code_root)
+            if beside in found:
+                raise UserError(
+                    f"{path.relative_to(code_root)}: codes in two code folders ({found[beside][1]} and {code_root})"
+                )
+            found[beside] = (path, code_root)
+    codes_files = sorted(found, key=_sort_key)
 
     # Clips that have audio or a transcript but no codes: upstream ignores them silently.
     with_codes = {p.with_suffix("") for p in codes_files}
@@ -182,16 +200,17 @@ def discover_folder(root: Path, text_extensions: Sequence[str], skipped: list[Sk
         skipped.append(Skip(str(others[stem]), "no codes (.npy): run extract-vq first"))
 
     groups: dict[Path, Group] = {}
-    for codes in codes_files:
-        if _outside(codes, root):
-            skipped.append(Skip(str(codes), f"symbolic link to a file outside {root}"))
+    for beside in codes_files:
+        codes, codes_root = found[beside]
+        if _outside(codes, codes_root):
+            skipped.append(Skip(str(codes), f"symbolic link to a file outside {codes_root}"))
             continue
-        texts = _read_texts(codes, text_extensions)
+        texts = _read_texts(beside, text_extensions)
         if isinstance(texts, str):
             skipped.append(Skip(str(codes), texts))
             continue
         # Group name = the parent folder's name on the path as given (so `--input .` gives "").
-        group = groups.setdefault(codes.parent, Group("folder", codes.parent.name))
+        group = groups.setdefault(beside.parent, Group("folder", beside.parent.name))
         group.clips.append(Clip(codes, texts))
     return list(groups.values())
 
@@ -226,14 +245,25 @@ def discover_filelist(filelist: Path, skipped: list[Skip]) -> list[Group]:
 
 
 def discover(
-    inputs: Sequence[str | os.PathLike], text_extensions: Sequence[str], skipped: list[Skip]
+    inputs: Sequence[str | os.PathLike],
+    text_extensions: Sequence[str],
+    skipped: list[Skip],
+    code_roots: Sequence[str | os.PathLike] = (),
 ) -> list[Group]:
-    """Groups of every input (folders or filelists), in the order the inputs are given."""
+    """Groups of every input (folders or filelists), in the order the inputs are given.
+
+    `code_roots`: folders holding the input folders' codes at the clips' relative paths (see
+    `discover_folder`); filelists always read the codes beside each listed clip.
+    """
+    roots = [Path(r) for r in code_roots]
+    for r in roots:
+        if not r.is_dir():
+            raise UserError(f"{r}: codes folder does not exist")
     groups: list[Group] = []
     for entry in inputs:
         path = Path(entry)
         if path.is_dir():
-            groups += discover_folder(path, text_extensions, skipped)
+            groups += discover_folder(path, text_extensions, skipped, roots)
         elif path.is_file():
             groups += discover_filelist(path, skipped)
         else:
@@ -383,15 +413,17 @@ def build_dataset(
     shard_size_mb: float = 10,
     num_codebooks: int | None = None,
     report: str | os.PathLike | None = None,
+    codes: Sequence[str | os.PathLike] = (),
 ) -> Summary:
     """Discover clips under `inputs`, pack them and write `output/NNNNNNNN.protos`; return the summary.
 
     `num_codebooks` defaults to the row count of the first readable codes file; clips with another
-    count are skipped. Raises `UserError` when nothing usable is found (the previous output is kept).
+    count are skipped. `codes`: folders with the codes at the clips' relative paths (default: beside
+    each clip). Raises `UserError` when nothing usable is found (the previous output is kept).
     """
     text_extensions = [ext if ext.startswith(".") else f".{ext}" for ext in text_extensions]
     summary = Summary()
-    groups = discover(inputs, text_extensions, summary.skipped)
+    groups = discover(inputs, text_extensions, summary.skipped, codes)
     if not groups:
         raise UserError(
             f"no clip with codes and a transcript ({', '.join(text_extensions)}) in {', '.join(map(str, inputs))}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import importlib
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,7 @@ from fish_speech.storage.manifest import (
     write_state,
 )
 from fish_speech.storage.transfer import download_all, plan_downloads
-from fish_speech.storage.uri import StorageURI
+from fish_speech.storage.uri import STORES, StorageURI
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +44,16 @@ class FetchResult:
 
 
 def open_store(uri: StorageURI, jobs: int = 8) -> ObjectStore:
-    """The backend for a gs://, s3:// or local location."""
-    if uri.scheme == "s3":
-        from fish_speech.storage.s3 import S3Store
-
-        return S3Store(uri, jobs)
-    if uri.scheme == "gs":
-        from fish_speech.storage.gcs import GCSStore
-
-        return GCSStore(uri, jobs)
+    """The backend for a location whose scheme is in `STORES` (gs://, s3://) or a local folder."""
     if uri.scheme == "local":
         from fish_speech.storage.local import LocalStore
 
         return LocalStore(uri.path)
-    raise UserError(f"{uri}: not an object store or folder")
+    target = STORES.get(uri.scheme)
+    if target is None:
+        raise UserError(f"{uri}: not an object store or folder")
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)(uri, jobs)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,13 @@ from pathlib import Path
 
 from fish_speech.errors import UserError
 
-SCHEMES = ("hf", "gs", "s3")
+# The object-store backends by scheme ("module:class", imported on first use: their clients are heavy).
+# A new backend is a module with an `ObjectStore` class (storage/base.py) and one line here.
+STORES = {
+    "gs": "fish_speech.storage.gcs:GCSStore",
+    "s3": "fish_speech.storage.s3:S3Store",
+}
+SCHEMES = ("hf", *STORES)
 _HF_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Bucket names: S3 and GCS both allow lower-case letters, digits, '-', '.', and GCS also '_'.
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
@@ -26,10 +32,6 @@ class StorageURI:
     prefix: str = ""  # object-key prefix without leading '/', '' or ending in '/'
     revision: str | None = None
     path: Path | None = None
-
-    @property
-    def is_remote(self) -> bool:
-        return self.scheme in SCHEMES
 
     @property
     def ident(self) -> str:
@@ -48,6 +50,12 @@ class StorageURI:
         if self.scheme == "hf":
             return f"hf://{self.bucket}" + (f"@{self.revision}" if self.revision else "")
         return f"{self.scheme}://{self.bucket}/{self.prefix}"
+
+
+def is_object_store(text: str) -> bool:
+    """True for a URI of an object-store backend (`STORES`), e.g. gs://b/p or s3://b/p."""
+    scheme, sep, _ = text.strip().partition("://")
+    return bool(sep) and scheme.lower() in STORES
 
 
 def parse_uri(text: str, revision: str | None = None) -> StorageURI:

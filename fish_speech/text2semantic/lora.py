@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from fish_speech.errors import UserError
+from fish_speech.text2semantic.options import DEFAULT_LORA_CONFIG
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,8 @@ class LoraSpec:
 
 # upstream's fish_speech/configs/lora/*.yaml (spec §8, §12)
 LORA_CONFIGS: dict[str, LoraSpec] = {
-    "r_8_alpha_16": LoraSpec(
-        "r_8_alpha_16",
+    DEFAULT_LORA_CONFIG: LoraSpec(
+        DEFAULT_LORA_CONFIG,
         r=8,
         alpha=16,
         dropout=0.01,
@@ -95,7 +96,7 @@ LORA_CONFIGS: dict[str, LoraSpec] = {
 
 
 def resolve_lora_spec(
-    name: str | None = "r_8_alpha_16",
+    name: str | None = DEFAULT_LORA_CONFIG,
     r: int | None = None,
     alpha: float | None = None,
     dropout: float | None = None,
@@ -104,7 +105,7 @@ def resolve_lora_spec(
 
     A name of the form `r_<R>_alpha_<A>` that is not predefined gets the default module set.
     """
-    name = name or "r_8_alpha_16"
+    name = name or DEFAULT_LORA_CONFIG
     spec = LORA_CONFIGS.get(name)
     if spec is None:
         m = re.fullmatch(r"r_(\d+)_alpha_(\d+(?:\.\d+)?)", name)
@@ -112,7 +113,7 @@ def resolve_lora_spec(
             raise UserError(
                 f"unknown --lora-config {name!r}; known: {', '.join(LORA_CONFIGS)} or r_<R>_alpha_<A>"
             )
-        base = LORA_CONFIGS["r_8_alpha_16"]
+        base = LORA_CONFIGS[DEFAULT_LORA_CONFIG]
         spec = LoraSpec(name, int(m.group(1)), float(m.group(2)), base.dropout, base.targets)
     if r is not None or alpha is not None or dropout is not None:
         r = spec.r if r is None else r

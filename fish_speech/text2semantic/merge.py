@@ -22,6 +22,7 @@ import torch
 
 from fish_speech.errors import UserError
 from fish_speech.fileio import atomic_path, atomic_write_text
+from fish_speech.text2semantic.options import DEFAULT_LORA_CONFIG
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def merge_lora(
     base_weight: str | os.PathLike,
     lora_weight: str | os.PathLike,
     output: str | os.PathLike,
-    lora_config: str = "r_8_alpha_16",
+    lora_config: str = DEFAULT_LORA_CONFIG,
     lora_r: int | None = None,
     lora_alpha: float | None = None,
     train_output: str | os.PathLike | None = None,

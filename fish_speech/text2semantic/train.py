@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import torch
 
 from fish_speech.errors import UserError
 from fish_speech.fileio import atomic_write_text
+from fish_speech.text2semantic.options import TrainOptions
 from fish_speech.text2semantic.training.checkpoints import (
     CHECKPOINT_DIR,
     find_resume_checkpoint,
@@ -36,60 +37,6 @@ from fish_speech.text2semantic.training.metrics import MetricsLog
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"
-
-
-@dataclass
-class TrainOptions:
-    """Every setting of a run; defaults are upstream's fine-tuning config where it has one."""
-
-    data: list[str]
-    base_weight: str
-    output: str
-    lora_config: str = "r_8_alpha_16"
-    lora_r: int | None = None
-    lora_alpha: float | None = None
-    lora_dropout: float | None = None
-    max_steps: int = 10000
-    batch_size: int = 4
-    accumulate_grad_batches: int = 1
-    learning_rate: float = 1e-4
-    warmup_steps: int = 10
-    weight_decay: float = 0.0
-    gradient_clip: float = 1.0
-    max_length: int = 4096
-    val_fraction: float = 0.1
-    val_every: int | None = None  # default: save_every
-    val_batches: int = 10
-    save_every: int = 100
-    keep_last: int = 5
-    resume: bool = False
-    overwrite: bool = False
-    precision: str = "auto"
-    seed: int = 42
-    num_workers: int = 2
-    log_every: int = 10
-    devices: str | int = "auto"
-
-    def check(self) -> None:
-        positive = (
-            "max_steps",
-            "batch_size",
-            "accumulate_grad_batches",
-            "save_every",
-            "val_batches",
-            "max_length",
-        )
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
-            raise UserError(f"--learning-rate must be positive, got {self.learning_rate}")
-        if self.val_every is not None and self.val_every <= 0:
-            raise UserError(f"--val-every must be positive, got {self.val_every}")
-        if self.precision not in ("auto", "32", "32-true", "bf16-mixed", "bf16-true", "16-mixed"):
-            raise UserError(
-                f"--precision {self.precision!r}: use auto, 32, bf16-mixed, bf16-true or 16-mixed"
-            )
 
 
 def resolve_precision(precision: str) -> str:

@@ -1,0 +1,71 @@
+"""Options dataclasses as the one declaration of a setting: generated flags, defaults, round trips."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from fish_speech.cli import build_parser
+from fish_speech.options import identity_fields, option_defaults, options_from_args, options_to_argv
+from fish_speech.text2semantic.options import LORA_CONFIG_NAMES, TrainOptions
+
+REQUIRED = ["--data", "p1", "--data", "p2", "--base-weight", "base", "--output", "out"]
+
+
+def _train_args(argv: list[str]):
+    return build_parser().parse_args(["train", *argv])
+
+
+def test_train_flags_are_generated_from_train_options():
+    parser_defaults = _train_args(REQUIRED)
+    for f in dataclasses.fields(TrainOptions):
+        assert hasattr(parser_defaults, f.name), f"no --{f.name.replace('_', '-')} flag"
+    opts = options_from_args(TrainOptions, parser_defaults)
+    assert opts == TrainOptions(data=["p1", "p2"], base_weight="base", output="out")
+    assert option_defaults(TrainOptions)["max_steps"] == opts.max_steps == 10000
+
+
+def test_help_shows_the_declared_help_and_default(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "optimizer steps (default 10000)" in text
+    assert "--weight-decay" in text and "AdamW weight decay (default 0.0)" in text
+    assert "optimisation (defaults: upstream's fine-tuning config):" in text
+
+
+def test_required_and_typed_flags():
+    with pytest.raises(SystemExit):
+        _train_args(["--data", "p"])  # --base-weight and --output are required
+    with pytest.raises(SystemExit):
+        _train_args([*REQUIRED, "--max-steps", "many"])
+    args = _train_args([*REQUIRED, "--lora-r", "16", "--learning-rate", "3e-4", "--resume"])
+    assert (args.lora_r, args.learning_rate, args.resume, args.lora_alpha) == (16, 3e-4, True, None)
+
+
+def test_options_to_argv_round_trips():
+    opts = TrainOptions(
+        data=["a", "b"],
+        base_weight="w",
+        output="o",
+        lora_r=4,
+        learning_rate=2.5e-5,
+        val_every=7,
+        resume=True,
+        devices="2",
+    )
+    assert options_from_args(TrainOptions, _train_args(options_to_argv(TrainOptions, opts))) == opts
+    assert "--overwrite" not in options_to_argv(TrainOptions, opts)  # False flags are left out
+
+
+def test_identity_fields_leave_out_only_paths_and_run_control():
+    names = set(identity_fields(TrainOptions))
+    assert {"max_steps", "learning_rate", "lora_config", "seed", "weight_decay", "devices"} <= names
+    assert not names & {"data", "base_weight", "output", "resume", "overwrite", "num_workers", "log_every"}
+
+
+def test_lora_config_names_match_the_configs():
+    from fish_speech.text2semantic.lora import LORA_CONFIGS
+
+    assert tuple(LORA_CONFIGS) == LORA_CONFIG_NAMES
