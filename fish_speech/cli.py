@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from fish_speech import __version__
@@ -56,6 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def permission_message(e: PermissionError) -> str:
+    """One line for a folder this user may not write: who the process is, and how a pod gets the right."""
+    where = e.filename or "a file"
+    who = f"UID {os.getuid()}, groups {','.join(str(g) for g in sorted({os.getgid(), *os.getgroups()}))}"
+    return (
+        f"{where}: permission denied ({who}); on a Kubernetes volume (the workspace PVC) give the pod's group "
+        "write access: securityContext fsGroup, or once `kubectl apply -k manifests/prepare-workspace` "
+        "(README > Kubeflow pipeline > Workspace volume)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -68,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except UserError as e:
         print(f"fish-speech {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except PermissionError as e:
+        print(f"fish-speech {args.command}: error: {permission_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"fish-speech {args.command}: interrupted", file=sys.stderr)
