@@ -83,8 +83,10 @@ push-images:
 	$(PYTHON) images/build.py push $(IMAGE_FLAGS)
 
 # Build the CPU image and run the pipeline's checks inside it (images/smoke.sh; needs podman or docker).
+# AIRGAP=1: from the debootstrapped base and the local wheelhouse (images/airgap.sh base wheelhouse first).
+AIRGAP ?=
 image-smoke:
-	ENGINE=$(ENGINE) BUILD_ARGS='$(BUILD_ARGS)' bash images/smoke.sh
+	$(if $(AIRGAP),ENGINE=$(or $(ENGINE),podman) bash images/airgap.sh smoke,ENGINE=$(ENGINE) BUILD_ARGS='$(BUILD_ARGS)' bash images/smoke.sh)
 
 # The images' exact, hashed dependencies, resolved from pyproject.toml (requirements/lock.py; needs PyPI).
 # LOCK_ARGS: e.g. '--torch-index-url https://download.pytorch.org/whl/cpu' or '--find-links /opt/wheels'.

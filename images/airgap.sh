@@ -8,7 +8,8 @@
 #                                  imported as $AIRGAP_BASE (stands in for the pinned python:3.11-slim)
 #   images/airgap.sh wheelhouse    every wheel of requirements/cpu.lock in $WHEELHOUSE, as a simple index
 #   images/airgap.sh build         serve the wheelhouse on 127.0.0.1 and build the CPU image from it
-#   images/airgap.sh all           the four above, in order
+#   images/airgap.sh smoke         serve the wheelhouse and run images/smoke.sh (make image-smoke AIRGAP=1)
+#   images/airgap.sh all           engine, base, wheelhouse and build, in order
 #
 # Variables: ENGINE (podman), AIRGAP_BASE (localhost/fish-speech-base:bookworm), WHEELHOUSE
 # (images/.wheelhouse), WHEEL_DIRS (folders of wheels already on disk, searched before the index; default
@@ -139,19 +140,32 @@ cmd_wheelhouse() {
   "$PYTHON" "$REPO/images/wheelhouse_index.py" "$WHEELHOUSE"
 }
 
-cmd_build() {
+serve_index() {
+  # The wheelhouse on 127.0.0.1 for the build containers (--network host); stopped when the script exits.
   [ -d "$WHEELHOUSE/simple" ] || die "no index in $WHEELHOUSE: run images/airgap.sh wheelhouse"
-  "$ENGINE" image exists "$AIRGAP_BASE" 2>/dev/null || "$ENGINE" image inspect "$AIRGAP_BASE" >/dev/null \
-    || die "no image $AIRGAP_BASE: run images/airgap.sh base"
+  "$ENGINE" image inspect "$AIRGAP_BASE" >/dev/null 2>&1 || die "no image $AIRGAP_BASE: run images/airgap.sh base"
   "$PYTHON" -m http.server --bind 127.0.0.1 --directory "$WHEELHOUSE" "$INDEX_PORT" >/dev/null 2>&1 &
-  local server=$!
-  trap 'kill "$server" 2>/dev/null || true' RETURN
-  sleep 1
-  local index="http://127.0.0.1:$INDEX_PORT/simple/" only=()
+  SERVER=$!
+  trap 'kill "$SERVER" 2>/dev/null || true' EXIT
+  local index="http://127.0.0.1:$INDEX_PORT/simple/" _
+  for _ in $(seq 50); do
+    "$PYTHON" "$REPO/images/index_reachable.py" "$index" torch 2>/dev/null | grep -q yes && break
+    sleep 0.2
+  done
+  AIRGAP_ARGS=(--network host --build-arg "BASE_IMAGE=$AIRGAP_BASE" --build-arg "PIP_INDEX_URL=$index"
+    --build-arg "TORCH_INDEX_URL=$index")
+}
+
+cmd_build() {
+  serve_index
+  local only=()
   for kind in $IMAGES; do only+=(--only "$kind"); done
-  "$PYTHON" "$REPO/images/build.py" build --engine "$ENGINE" "${only[@]}" --network host \
-    --build-arg "BASE_IMAGE=$AIRGAP_BASE" --build-arg "PIP_INDEX_URL=$index" \
-    --build-arg "TORCH_INDEX_URL=$index" "$@"
+  "$PYTHON" "$REPO/images/build.py" build --engine "$ENGINE" "${only[@]}" "${AIRGAP_ARGS[@]}" "$@"
+}
+
+cmd_smoke() {
+  serve_index
+  ENGINE=$ENGINE BUILD_ARGS="${AIRGAP_ARGS[*]}" bash "$REPO/images/smoke.sh"
 }
 
 case "${1:-}" in
@@ -159,6 +173,7 @@ case "${1:-}" in
   base) cmd_base ;;
   wheelhouse) cmd_wheelhouse ;;
   build) shift; cmd_build "$@" ;;
+  smoke) cmd_smoke ;;
   all) cmd_engine && cmd_base && cmd_wheelhouse && cmd_build ;;
-  *) sed -n '2,17p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,18p' "$0" >&2; exit 2 ;;
 esac

@@ -187,7 +187,9 @@ def record_digests(digests: dict[str, str], path: Path = IMAGES_JSON) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("action", choices=["build", "push"])
     parser.add_argument("--registry", default=os.environ.get("IMAGE_REGISTRY"), help="default: images.json")
     parser.add_argument("--tag", default=os.environ.get("IMAGE_TAG"), help="default: images.json")
@@ -200,9 +202,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=VALUE",
         help="BASE_IMAGE, PIP_INDEX_URL, TORCH_INDEX_URL, TORCH_CUDA (gpu) (repeatable)",
     )
-    parser.add_argument("--network", help="build: the build containers' network (e.g. host, for a local index)")
     parser.add_argument(
-        "--tls-verify", choices=["true", "false"], default="true", help="push (podman): false for a plain-HTTP registry"
+        "--network", help="build: the build containers' network (e.g. host, for a local index)"
+    )
+    parser.add_argument(
+        "--tls-verify",
+        choices=["true", "false"],
+        default="true",
+        help="push (podman): false for a plain-HTTP registry",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = parser.parse_args(argv)
@@ -219,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "build":
         with tempfile.TemporaryDirectory(prefix="fish-speech-image-") as tmp:
             context = stage_context(Path(tmp))
-            for cmd in build_commands(config, kinds, registry, tag, engine, context, args.build_arg, args.network):
+            for cmd in build_commands(
+                config, kinds, registry, tag, engine, context, args.build_arg, args.network
+            ):
                 _run(cmd, args.dry_run)
         return 0
 

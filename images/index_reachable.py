@@ -24,6 +24,8 @@ def reachable(index_url: str, project: str, timeout: float = 5.0) -> str | None:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             return None if response.status == 200 else f"{url}: HTTP {response.status}"
+    except urllib.error.HTTPError as e:
+        return f"{url}: HTTP {e.code} {e.reason}"
     except (urllib.error.URLError, OSError, ValueError) as e:
         return f"{url}: {getattr(e, 'reason', e)}"
 

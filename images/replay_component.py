@@ -32,9 +32,19 @@ def local_path(uri: str) -> str:
     raise ValueError(f"{uri}: not a minio://, s3:// or gs:// URI")
 
 
+def find_task(spec: dict, task: str) -> str:
+    """The component name of `task`, searched in the root DAG and every sub-DAG (exit handlers, conditions)."""
+    dags = [spec["root"], *spec["components"].values()]
+    for dag in dags:
+        found = dag.get("dag", {}).get("tasks", {}).get(task)
+        if found:
+            return found["componentRef"]["name"]
+    raise SystemExit(f"replay: the pipeline has no task {task!r}")
+
+
 def executor_input(spec: dict, task: str, scratch: str, params: dict[str, str]) -> tuple[dict, dict]:
     """(container spec, executor input) for `task` of the compiled pipeline `spec`."""
-    comp_name = spec["root"]["dag"]["tasks"][task]["componentRef"]["name"]
+    comp_name = find_task(spec, task)
     component = spec["components"][comp_name]
     container = spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
     declared = component.get("inputDefinitions", {}).get("parameters", {})
@@ -82,7 +92,9 @@ def main(argv: list[str]) -> int:
     report = {"task": task, "image": container["image"], "rc": rc, "artifacts": {}}
     for name, art in exec_input["outputs"]["artifacts"].items():
         path = Path(local_path(art["artifacts"][0]["uri"]))
-        files = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+        files = (
+            sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+        )
         report["artifacts"][name] = {"path": str(path), "files": files, "is_file": path.is_file()}
     if Path(OUTPUT_FILE).is_file():
         report["output_metadata"] = json.loads(Path(OUTPUT_FILE).read_text())

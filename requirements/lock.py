@@ -30,14 +30,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 REPO = Path(__file__).resolve().parent.parent
 HERE = REPO / "requirements"
 PYTHON_VERSION = "3.11"
 PLATFORM = "x86_64-manylinux_2_28"
-DEFAULT_TORCH_INDEX = {"dev": "https://download.pytorch.org/whl/cpu", "cpu": "https://download.pytorch.org/whl/cpu", "gpu": ""}
+DEFAULT_TORCH_INDEX = {
+    "dev": "https://download.pytorch.org/whl/cpu",
+    "cpu": "https://download.pytorch.org/whl/cpu",
+    "gpu": "",
+}
 DEFAULT_TORCH_LOCAL = {"dev": "cpu", "cpu": "cpu", "gpu": ""}
 SECTIONS = {"dev": ("dependencies", "pipeline", "dev", "build"), "cpu": ("dependencies", "pipeline", "build")}
 SECTIONS["gpu"] = SECTIONS["cpu"]
@@ -121,7 +126,9 @@ def compile_lock(kind: str, args: argparse.Namespace, inputs: dict) -> Path:
     uv = shutil.which("uv") or shutil.which("uv", path=str(Path(sys.executable).parent))
     if not uv:
         raise SystemExit("requirements/lock.py: uv is missing (it comes with the dev extra)")
-    torch_local = DEFAULT_TORCH_LOCAL[kind] if args.gpu_torch_local is None or kind == "cpu" else args.gpu_torch_local
+    torch_local = (
+        DEFAULT_TORCH_LOCAL[kind] if args.gpu_torch_local is None or kind == "cpu" else args.gpu_torch_local
+    )
     torch_index = DEFAULT_TORCH_INDEX[kind] if args.torch_index_url is None else args.torch_index_url
     src = HERE / f"{kind}.in"
     _write(src, in_file(kind, inputs, torch_local))
@@ -139,7 +146,9 @@ def compile_lock(kind: str, args: argparse.Namespace, inputs: dict) -> Path:
     try:
         out = subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, text=True).stdout
     except subprocess.CalledProcessError as e:
-        raise SystemExit(f"requirements/lock.py: uv pip compile failed for {kind}:\n{e.stderr.strip()}") from None
+        raise SystemExit(
+            f"requirements/lock.py: uv pip compile failed for {kind}:\n{e.stderr.strip()}"
+        ) from None
     finally:
         (HERE / ".dev-constraints.txt").unlink(missing_ok=True)
     # uv names the constraints file it was given; name the lock it came from instead
@@ -158,12 +167,20 @@ def compile_lock(kind: str, args: argparse.Namespace, inputs: dict) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["dev", "cpu", "gpu"], action="append", help="default: all, dev first")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--only", choices=["dev", "cpu", "gpu"], action="append", help="default: all, dev first"
+    )
     parser.add_argument("--index-url", default=os.environ.get("PIP_INDEX_URL") or "https://pypi.org/simple")
-    parser.add_argument("--torch-index-url", help="default: PyTorch's CPU index (dev, cpu), the package index (gpu)")
+    parser.add_argument(
+        "--torch-index-url", help="default: PyTorch's CPU index (dev, cpu), the package index (gpu)"
+    )
     parser.add_argument("--gpu-torch-local", help="the GPU torch's local label, e.g. cu126 (default: none)")
-    parser.add_argument("--find-links", action="append", default=[], help="a folder of wheels for dev/cpu (repeatable)")
+    parser.add_argument(
+        "--find-links", action="append", default=[], help="a folder of wheels for dev/cpu (repeatable)"
+    )
     args = parser.parse_args(argv)
     inputs = pyproject_inputs()
     for kind in args.only or ["dev", "cpu", "gpu"]:
