@@ -211,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         default="true",
         help="push (podman): false for a plain-HTTP registry",
     )
+    parser.add_argument(
+        "--record", type=Path, default=IMAGES_JSON, help="push: the images.json to record digests in"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = parser.parse_args(argv)
 
@@ -241,8 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         digests[ref] = push(engine, ref, tls_verify=args.tls_verify == "true")
         print(f"{ref}@{digests[ref]}")
     if digests:
-        record_digests(digests)
-        print(f"recorded {len(digests)} digest(s) in {IMAGES_JSON.relative_to(REPO)}")
+        record_digests(digests, args.record)
+        print(f"recorded {len(digests)} digest(s) in {args.record}")
     return 0
 
 

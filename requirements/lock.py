@@ -142,15 +142,23 @@ def compile_lock(kind: str, args: argparse.Namespace, inputs: dict) -> Path:
     # a folder of wheels holds CPU builds (torch 2.13.0+cpu would satisfy the GPU lock's torch==2.13.0)
     for d in args.find_links if kind != "gpu" else []:
         cmd += ["--find-links", d]
+    # The existing lock is uv's preference: a re-lock keeps every version that still fits (--upgrade: newest).
+    lock = HERE / f"{kind}.lock"
+    work = HERE / f".{kind}.lock.tmp"
+    if lock.exists() and not args.upgrade:
+        shutil.copy(lock, work)
+    cmd += ["--output-file", str(work.relative_to(REPO))]
     print("+ " + " ".join(cmd), flush=True)
     try:
-        out = subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, text=True).stdout
+        subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, text=True)
+        out = work.read_text(encoding="utf-8")
     except subprocess.CalledProcessError as e:
         raise SystemExit(
             f"requirements/lock.py: uv pip compile failed for {kind}:\n{e.stderr.strip()}"
         ) from None
     finally:
         (HERE / ".dev-constraints.txt").unlink(missing_ok=True)
+        work.unlink(missing_ok=True)
     # uv names the constraints file it was given; name the lock it came from instead
     out = out.replace("-c requirements/.dev-constraints.txt", "-c requirements/dev.lock")
     header = (
@@ -161,7 +169,6 @@ def compile_lock(kind: str, args: argparse.Namespace, inputs: dict) -> Path:
         f"# platform: CPython {PYTHON_VERSION}, {PLATFORM}; torch from "
         f"{torch_index or 'the package index'}{' (+' + torch_local + ')' if torch_local else ''}\n"
     )
-    lock = HERE / f"{kind}.lock"
     _write(lock, header + out)
     return lock
 
@@ -181,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--find-links", action="append", default=[], help="a folder of wheels for dev/cpu (repeatable)"
     )
+    parser.add_argument("--upgrade", action="store_true", help="newest versions, not those of the current locks")
     args = parser.parse_args(argv)
     inputs = pyproject_inputs()
     for kind in args.only or ["dev", "cpu", "gpu"]:
