@@ -188,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--find-links", action="append", default=[], help="a folder of wheels for dev/cpu (repeatable)"
     )
-    parser.add_argument("--upgrade", action="store_true", help="newest versions, not those of the current locks")
+    parser.add_argument(
+        "--upgrade", action="store_true", help="newest versions, not those of the current locks"
+    )
     args = parser.parse_args(argv)
     inputs = pyproject_inputs()
     for kind in args.only or ["dev", "cpu", "gpu"]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -115,9 +116,10 @@ def test_push_records_the_digest_the_registry_serves(engine, registry, tmp_path)
 def _smoke_command(engine: str) -> list[str] | None:
     """How this machine can build the CPU image: the air-gapped recipe where its base and wheelhouse
     exist, else the ordinary build when the pinned base is pullable (already present)."""
-    has = lambda image: (
-        subprocess.run([engine, "image", "inspect", image], capture_output=True).returncode == 0
-    )  # noqa: E731
+
+    def has(image: str) -> bool:
+        return subprocess.run([engine, "image", "inspect", image], capture_output=True).returncode == 0
+
     if has(AIRGAP_BASE) and (REPO / "images" / ".wheelhouse" / "simple").is_dir():
         return ["bash", str(REPO / "images" / "airgap.sh"), "smoke"]
     dockerfile = (REPO / "images" / "cpu.Dockerfile").read_text()
@@ -145,7 +147,7 @@ def test_image_smoke(engine):
         capture_output=True,
         text=True,
         timeout=1800,
-        env={**__import__("os").environ, "ENGINE": engine},
+        env={**os.environ, "ENGINE": engine},
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "image-smoke: passed" in proc.stdout
