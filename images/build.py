@@ -149,8 +149,8 @@ def digest_from_repo_digests(repo_digests_json: str, ref: str) -> str:
 
 def _run(cmd: list[str], dry_run: bool) -> None:
     print("+ " + " ".join(cmd), flush=True)
-    if not dry_run:
-        subprocess.run(cmd, check=True)
+    if not dry_run and subprocess.run(cmd).returncode != 0:
+        raise SystemExit(f"images/build.py: {cmd[0]} {cmd[1]} failed (see its output above)")
 
 
 def push(engine: str, ref: str, tls_verify: bool = True) -> str:
