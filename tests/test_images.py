@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -504,6 +505,7 @@ def test_root_owned_workspace_as_uid_1000(tmp_path):
     pid = os.fork()
     if pid == 0:  # child: UID 1000, group 0, stderr into the pipe
         try:
+            signal.alarm(120)  # a child stuck after fork dies instead of hanging the suite
             os.close(read)
             sys.stderr = os.fdopen(write, "w")  # not fd 2: pytest has replaced sys.stderr
             os.setgroups([])
