@@ -130,6 +130,14 @@ def compile_lock(kind: str, args: argparse.Namespace, inputs: dict) -> Path:
         DEFAULT_TORCH_LOCAL[kind] if args.gpu_torch_local is None or kind == "cpu" else args.gpu_torch_local
     )
     torch_index = DEFAULT_TORCH_INDEX[kind] if args.torch_index_url is None else args.torch_index_url
+    if torch_index:
+        sys.path.insert(0, str(REPO / "images"))
+        from index_reachable import reachable
+
+        why = reachable(torch_index, "torch")
+        if why:  # e.g. machines that reach PyPI only, with the CPU wheel on disk (--find-links)
+            print(f"note: {why}; resolving {kind} without it", file=sys.stderr)
+            torch_index = ""
     src = HERE / f"{kind}.in"
     _write(src, in_file(kind, inputs, torch_local))
     cmd = [uv, "pip", "compile", str(src.relative_to(REPO)), "--quiet", "--no-config", "--no-header"]
@@ -166,8 +174,8 @@ def compile_lock(kind: str, args: argparse.Namespace, inputs: dict) -> Path:
         f"{'' if kind == 'dev' else ', pinned with hashes'}. Written by `make locks`\n"
         f"# (requirements/lock.py) from requirements/{kind}.in; do not edit.\n"
         f"# pyproject-digest: {inputs_digest(inputs, kind)}\n"
-        f"# platform: CPython {PYTHON_VERSION}, {PLATFORM}; torch from "
-        f"{torch_index or 'the package index'}{' (+' + torch_local + ')' if torch_local else ''}\n"
+        f"# platform: CPython {PYTHON_VERSION}, {PLATFORM}; torch build: "
+        f"{'+' + torch_local if torch_local else 'the package index default'}\n"
     )
     _write(lock, header + out)
     return lock
@@ -186,7 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--gpu-torch-local", help="the GPU torch's local label, e.g. cu126 (default: none)")
     parser.add_argument(
-        "--find-links", action="append", default=[], help="a folder of wheels for dev/cpu (repeatable)"
+        "--find-links",
+        action="append",
+        default=os.environ.get("PIP_FIND_LINKS", "").split(),
+        help="a folder of wheels for dev/cpu (repeatable; default: PIP_FIND_LINKS)",
     )
     parser.add_argument(
         "--upgrade", action="store_true", help="newest versions, not those of the current locks"
