@@ -22,7 +22,7 @@ help:
 	@echo "make locks   regenerate requirements/*.lock from pyproject.toml"
 
 # torch first and pinned, the CPU build unless this machine has an NVIDIA GPU: PyTorch's CPU wheel index is
-# added as an extra index (2.13.0+cpu sorts above PyPI's 2.13.0, the CUDA 13 build with ~3 GB of NVIDIA
+# added as an extra index (2.13.0+cpu, 192 MB, sorts above PyPI's 2.13.0, the CUDA 13 build: 2.7 GB of
 # wheels). TORCH_INDEX_URL overrides it (a mirror, or https://download.pytorch.org/whl/cu126); empty means
 # PyPI only. An index that does not answer within 5 s is left out with a note (pip then takes torch from the
 # ordinary index or from wheels on disk, as on machines that serve the CPU wheel there).

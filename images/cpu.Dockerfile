@@ -1,4 +1,4 @@
-# CPU image for the data steps (fetch, validate, normalize, build-dataset, publish).
+# CPU image for the data steps (fetch, validate, normalize, build-dataset, publish) and merge-lora.
 # Build: make build-images IMAGES=cpu [ENGINE=podman] [BUILD_ARGS='--build-arg NAME=VALUE ...'] (images/build.py
 # stages a context of requirements/, pyproject.toml, README.md, fish_speech/). Air-gapped: images/airgap.sh.
 

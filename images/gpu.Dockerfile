@@ -1,4 +1,5 @@
-# GPU image for extract-vq, lora-train and merge-lora: torch 2.13.0 built for CUDA (TORCH_CUDA, default cu130).
+# GPU image for extract-vq and lora-train (and merge-lora with --merge-on-gpu): torch 2.13.0 built for CUDA
+# (TORCH_CUDA, default cu130).
 # Build: make build-images IMAGES=gpu [ENGINE=podman] [BUILD_ARGS='--build-arg NAME=VALUE ...'] (images/build.py
 # stages a context of requirements/, pyproject.toml, README.md, fish_speech/). Air-gapped: images/airgap.sh.
 
