@@ -1,6 +1,6 @@
 """Extract VQ codes for every clip under a folder: `<stem>.npy` (int64, (10, frames)) beside each clip.
 
-Same codes as upstream's `tools/vqgan/extract_vq.py` (spec/codec.md §4-5), organised for throughput
+Same codes as upstream's `tools/vqgan/extract_vq.py` (its per-file preprocessing and output), organised for throughput
 and robustness:
 - files are sorted and sharded deterministically (files[I::N]); finished `.npy` are skipped unless
   `overwrite`; every `.npy` is written atomically, so a killed run leaves no partial file;
@@ -32,32 +32,22 @@ from tqdm import tqdm
 from fish_speech import audio as audio_lib
 from fish_speech.codec.checkpoint import load_codec
 from fish_speech.codec.model import Codec
-from fish_speech.codec.options import BATCH_SIZE, DEFAULT_PRECISION
+from fish_speech.codec.options import BATCH_SIZE, DEFAULT_PRECISION, SAMPLE_RATE
+from fish_speech.dataset.discover import find_audio_files
+from fish_speech.devices import resolve_device
 from fish_speech.errors import UserError
-from fish_speech.fileio import atomic_path, is_temp_file
+from fish_speech.fileio import atomic_path
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 44100
-
 
 def discover_audio(root: Path) -> list[Path]:
-    """Sorted audio files under `root` (the dataset module's discovery when available)."""
-    try:
-        from fish_speech.dataset.discover import find_audio_files
-    except ImportError:  # fallback: same rule (known suffixes, case-insensitive, no temp files)
-        files = (
-            p
-            for p in root.rglob("*")
-            if p.is_file() and p.suffix.lower() in audio_lib.AUDIO_EXTENSIONS and not is_temp_file(p)
-        )
-    else:
-        files = (Path(p) for p in find_audio_files(root))
-    return sorted(files, key=lambda p: p.as_posix())
+    """Sorted audio files under `root` (the dataset module's discovery rule)."""
+    return sorted((Path(p) for p in find_audio_files(root)), key=lambda p: p.as_posix())
 
 
 @dataclass
-class Clip:
+class EncodeJob:
     path: Path
     output: Path
     samples_44k: int  # from the header; exact length is known after decoding
@@ -82,12 +72,12 @@ def plan_clips(
     skipped: list[dict],
     data_dir: Path | None = None,
     output_dir: Path | None = None,
-) -> tuple[list[Clip], list[Path]]:
+) -> tuple[list[EncodeJob], list[Path]]:
     """Split `files` into clips to encode and finished ones; record empty files and name clashes.
 
     Codes go beside each clip, or under `output_dir` at the clip's path relative to `data_dir`.
     """
-    todo: list[Clip] = []
+    todo: list[EncodeJob] = []
     done: list[Path] = []
     owner: dict[Path, Path] = {}
     for path in files:
@@ -108,12 +98,12 @@ def plan_clips(
             _skip(skipped, path, "empty file (0 samples)")
             continue
         n44 = audio_lib.resampled_length(frames, sr, SAMPLE_RATE) if frames > 0 else 0
-        todo.append(Clip(path, out, n44, n44 / SAMPLE_RATE))
+        todo.append(EncodeJob(path, out, n44, n44 / SAMPLE_RATE))
     return todo, done
 
 
 def make_batches(
-    clips: list[Clip], batch_size: int, max_batch_samples: int, max_single: int
+    clips: list[EncodeJob], batch_size: int, max_batch_samples: int, max_single: int
 ) -> list[list[int]]:
     """Length-bucketed batches (longest first): at most `batch_size` clips and `max_batch_samples`
     padded samples each; clips over `max_single` samples (windowed encoding) go alone."""
@@ -136,7 +126,7 @@ def make_batches(
 class AudioDataset(Dataset):
     """Decodes and mono-mixes one clip per item; errors are returned, not raised, so the run goes on."""
 
-    def __init__(self, clips: list[Clip]):
+    def __init__(self, clips: list[EncodeJob]):
         self.clips = clips
 
     def __len__(self) -> int:
@@ -164,14 +154,6 @@ def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # decoding is single-threaded; leave the cores to the model
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda requested but no CUDA device is available")
-    return torch.device(device)
 
 
 # Peak activation memory per padded input sample with S1-mini in float32: about 0.95 kB measured on
@@ -374,7 +356,7 @@ def _run(
     model: Codec,
     dev: torch.device,
     autocast_dtype: torch.dtype | None,
-    clips: list[Clip],
+    clips: list[EncodeJob],
     batches: list[list[int]],
     num_workers: int,
     summary: dict[str, Any],
@@ -402,7 +384,7 @@ def _run(
     try:
         with bar:
             for items in loader:
-                ready: list[tuple[Clip, torch.Tensor]] = []
+                ready: list[tuple[EncodeJob, torch.Tensor]] = []
                 for item in items:
                     clip = clips[item["index"]]
                     if "error" in item:

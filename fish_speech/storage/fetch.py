@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from fish_speech import fileio
 from fish_speech.errors import UserError
 from fish_speech.storage.base import ObjectStore, RemoteObject
 from fish_speech.storage.manifest import (
@@ -22,7 +23,7 @@ from fish_speech.storage.manifest import (
     write_manifest,
     write_state,
 )
-from fish_speech.storage.transfer import download_all, plan_downloads
+from fish_speech.storage.transfer import download_all, list_objects, plan_downloads
 from fish_speech.storage.uri import STORES, StorageURI
 
 log = logging.getLogger(__name__)
@@ -77,11 +78,8 @@ def folder_lock(out_dir: Path) -> Iterator[None]:
 
 def check_separate(uri: StorageURI, out_dir: str | Path) -> None:
     """UserError when a local source and the output folder are the same or one contains the other."""
-    if uri.scheme != "local":
-        return
-    src, out = uri.path.resolve(), Path(out_dir).resolve()
-    if src == out or src.is_relative_to(out) or out.is_relative_to(src):
-        raise UserError(f"{out}: the source {src} and the output folder overlap; use separate folders")
+    if uri.scheme == "local":
+        fileio.check_separate(uri.path, out_dir)
 
 
 def filter_objects(objects: list[RemoteObject], patterns: list[str] | None) -> list[RemoteObject]:
@@ -134,7 +132,7 @@ def fetch_tree(
     user put there themselves are left alone. Unsafe keys (`..`, absolute) fail before any download.
     """
     out_dir = Path(out_dir)
-    objects = filter_objects(store.list(), allow_patterns)
+    objects = filter_objects(list_objects(store), allow_patterns)
     if not objects:
         raise UserError(f"{store.describe()}: no objects match {allow_patterns}")
     plan = plan_downloads(objects, out_dir)

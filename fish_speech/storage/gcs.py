@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 from fish_speech.errors import UserError
 from fish_speech.storage.base import RemoteObject, TransientError
-from fish_speech.storage.transfer import list_objects
+from fish_speech.storage.transfer import call_translated
 from fish_speech.storage.uri import StorageURI
 
 log = logging.getLogger(__name__)
@@ -72,29 +72,31 @@ class GCSStore:
             self._local.client = client
         return client
 
-    def _call(self, fn: Callable[[], object], what: str):
+    def _translate(self, e: Exception, what: str) -> Exception:
+        """Map a client exception to UserError (not worth retrying) or TransientError."""
         import google.api_core.exceptions as gexc
         import google.auth.exceptions
         import requests
 
-        try:
-            return fn()
-        except gexc.NotFound as e:
-            raise UserError(f"{what}: not found (does bucket {self.uri.bucket!r} exist?)") from e
-        except (gexc.Forbidden, gexc.Unauthorized, google.auth.exceptions.RefreshError) as e:
-            raise UserError(
+        if isinstance(e, gexc.NotFound):
+            return UserError(f"{what}: not found (does bucket {self.uri.bucket!r} exist?)")
+        if isinstance(e, gexc.Forbidden | gexc.Unauthorized | google.auth.exceptions.RefreshError):
+            return UserError(
                 f"{what}: access denied ({type(e).__name__}); check the service account's roles "
                 "(roles/storage.objectViewer to read, objectAdmin to publish) and GOOGLE_APPLICATION_CREDENTIALS"
-            ) from e
-        except (
+            )
+        transient = (
             gexc.ServerError,
             gexc.TooManyRequests,
             requests.exceptions.RequestException,
             google.auth.exceptions.TransportError,
             ConnectionError,
             TimeoutError,
-        ) as e:
-            raise TransientError(f"{type(e).__name__}: {e}") from e
+        )
+        return TransientError(f"{type(e).__name__}: {e}") if isinstance(e, transient) else e
+
+    def _call(self, fn: Callable[[], object], what: str):
+        return call_translated(fn, what, self._translate)
 
     def list(self) -> list[RemoteObject]:
         def listing() -> list[RemoteObject]:
@@ -114,7 +116,7 @@ class GCSStore:
                 )
             return out
 
-        return list_objects(self, lambda: self._call(listing, self.describe()))
+        return self._call(listing, self.describe())
 
     def download(
         self, obj: RemoteObject, out: BinaryIO, offset: int, progress: Callable[[int], None]

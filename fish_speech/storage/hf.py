@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
 
 from fish_speech.errors import UserError
-from fish_speech.fileio import atomic_path
+from fish_speech.fileio import link_or_copy
 from fish_speech.storage.base import TransientError
 from fish_speech.storage.fetch import FetchResult, folder_lock
 from fish_speech.storage.manifest import (
@@ -26,7 +25,7 @@ from fish_speech.storage.manifest import (
     write_state,
 )
 from fish_speech.storage.safepath import safe_join
-from fish_speech.storage.transfer import retry
+from fish_speech.storage.transfer import call_translated, retry
 from fish_speech.storage.uri import StorageURI
 
 log = logging.getLogger(__name__)
@@ -87,31 +86,7 @@ def _explain(e: Exception, uri: StorageURI) -> Exception:
 
 
 def _call(fn, uri: StorageURI):
-    try:
-        return fn()
-    except Exception as e:
-        translated = _explain(e, uri)
-        if translated is e:
-            raise
-        raise translated from e
-
-
-def _link_or_copy(src: Path, dest: Path) -> bool:
-    """Put `src` (a file in the HF cache) at `dest`: a hard link when possible (no extra disk), else an
-    atomic copy. Returns False when `dest` already was that file."""
-    if dest.is_file() and os.path.samefile(src, dest):
-        return False
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".tmp-{dest.name}.link")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:  # another filesystem, or links not allowed
-        with atomic_path(dest) as copy:
-            shutil.copyfile(src, copy)
-        return True
-    os.replace(tmp, dest)
-    return True
+    return call_translated(fn, str(uri), lambda e, _: _explain(e, uri))
 
 
 def fetch_hf(
@@ -145,7 +120,7 @@ def fetch_hf(
     with folder_lock(out_dir):
         placed = 0
         for rel in files:
-            placed += _link_or_copy((snapshot / rel).resolve(), safe_join(out_dir, rel, "repository file"))
+            placed += link_or_copy((snapshot / rel).resolve(), safe_join(out_dir, rel, "repository file"))
 
         # The cache names each LFS blob (the weights) by its sha256, as the Hub reported it: check the copies.
         expected = {}
@@ -170,7 +145,7 @@ def fetch_hf(
                 ),
                 uri,
             )
-            _link_or_copy(Path(path).resolve(), out_dir / rel)
+            link_or_copy(Path(path).resolve(), out_dir / rel)
             entries[rel] = build_manifest(out_dir, [rel], 1)[rel]
             if entries[rel] != expected[rel]:
                 raise UserError(

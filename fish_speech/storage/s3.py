@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from fish_speech.errors import UserError
 from fish_speech.storage.base import RemoteObject, TransientError
-from fish_speech.storage.transfer import list_objects
+from fish_speech.storage.transfer import call_translated
 from fish_speech.storage.uri import StorageURI
 
 log = logging.getLogger(__name__)
@@ -117,13 +117,7 @@ class S3Store:
         return e
 
     def _call(self, fn: Callable[[], object], what: str):
-        try:
-            return fn()
-        except Exception as e:
-            translated = self._translate(e, what)
-            if translated is e:
-                raise
-            raise translated from e
+        return call_translated(fn, what, self._translate)
 
     def list(self) -> list[RemoteObject]:
         def listing() -> list[RemoteObject]:
@@ -141,7 +135,7 @@ class S3Store:
                 )
             return out
 
-        return list_objects(self, lambda: self._call(listing, self.describe()))
+        return self._call(listing, self.describe())
 
     def download(
         self, obj: RemoteObject, out: BinaryIO, offset: int, progress: Callable[[int], None]
