@@ -99,7 +99,8 @@ def add_option_flags(
         else:
             kwargs["default"] = f.default
             if f.default is not None and not meta.get("repeat"):
-                help_text = f"{help_text} (default {f.default})" if help_text else f"default {f.default}"
+                shown = f"{f.default:g}" if isinstance(f.default, float) else f.default
+                help_text = f"{help_text} (default {shown})" if help_text else f"default {shown}"
         if kind is not bool:
             kwargs["type"] = kind
         if meta.get("repeat"):

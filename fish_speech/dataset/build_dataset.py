@@ -161,6 +161,24 @@ def _walk(root: Path, skipped: list[SkippedClip]) -> Iterator[Path]:
             yield here / name
 
 
+def _codes_in_folders(
+    root: Path, code_roots: Sequence[Path], skipped: list[SkippedClip]
+) -> dict[Path, tuple[Path, Path]]:
+    """The codes files under `code_roots`, by the path they stand for beside the clips in `root`."""
+    found: dict[Path, tuple[Path, Path]] = {}
+    for code_root in code_roots:
+        for path in _walk(code_root, skipped):
+            if is_temp_file(path) or not path.is_file() or path.suffix != ".npy":
+                continue
+            beside = root / path.relative_to(code_root)
+            if beside in found:
+                raise UserError(
+                    f"{path.relative_to(code_root)}: codes in two code folders ({found[beside][1]} and {code_root})"
+                )
+            found[beside] = (path, code_root)
+    return found
+
+
 def discover_folder(
     root: Path, text_extensions: Sequence[str], skipped: list[SkippedClip], code_roots: Sequence[Path] = ()
 ) -> list[Group]:
@@ -181,16 +199,7 @@ def discover_folder(
         elif path.suffix.lower() in AUDIO_EXTENSIONS or path.suffix in text_extensions:
             stem = path.with_suffix("")
             others[stem] = min(others.get(stem, path), path, key=_sort_key)
-    for code_root in code_roots:
-        for path in _walk(code_root, skipped):
-            if is_temp_file(path) or not path.is_file() or path.suffix != ".npy":
-                continue
-            beside = root / path.relative_to(code_root)
-            if beside in found:
-                raise UserError(
-                    f"{path.relative_to(code_root)}: codes in two code folders ({found[beside][1]} and {code_root})"
-                )
-            found[beside] = (path, code_root)
+    found.update(_codes_in_folders(root, code_roots, skipped))
     codes_files = sorted(found, key=_sort_key)
 
     # Clips that have audio or a transcript but no codes: upstream ignores them silently.

@@ -37,6 +37,7 @@ from fish_speech.dataset.validate import (
 )
 from fish_speech.errors import UserError
 from fish_speech.fileio import atomic_path, atomic_write_bytes, check_separate
+from fish_speech.options import option
 from fish_speech.parallel import map_in_workers
 from fish_speech.reports import write_reports
 
@@ -49,9 +50,9 @@ MAX_LOUDNESS_CHANNELS = 5  # BS.1770 channel weights in pyloudnorm cover L, R, C
 class Settings:
     """Targets of the normalisation (fap loudness-norm defaults)."""
 
-    loudness: float = -23.0  # LUFS
-    peak: float = -1.0  # dBFS
-    block_size: float = 0.4  # seconds
+    loudness: float = option(-23.0, "target integrated loudness, LUFS")
+    peak: float = option(-1.0, "peak level before loudness scaling, dBFS")
+    block_size: float = option(0.4, "loudness gating block, seconds (BS.1770-4)")
 
 
 def loudness_normalize(
