@@ -79,7 +79,7 @@ class GCSStore:
         import requests
 
         if isinstance(e, gexc.NotFound):
-            return UserError(f"{what}: not found (does bucket {self.uri.bucket!r} exist?)")
+            return UserError(f"{what}: not found (does bucket {self.uri.name!r} exist?)")
         if isinstance(e, gexc.Forbidden | gexc.Unauthorized | google.auth.exceptions.RefreshError):
             return UserError(
                 f"{what}: access denied ({type(e).__name__}); check the service account's roles "
@@ -101,7 +101,7 @@ class GCSStore:
     def list(self) -> list[RemoteObject]:
         def listing() -> list[RemoteObject]:
             out = []
-            for b in self._client().list_blobs(self.uri.bucket, prefix=self.uri.prefix or None):
+            for b in self._client().list_blobs(self.uri.name, prefix=self.uri.prefix or None):
                 if b.name.endswith("/"):
                     continue  # folder placeholder objects
                 md5 = md5_hex_from_base64(b.md5_hash)  # composite objects have none
@@ -121,14 +121,14 @@ class GCSStore:
     def download(
         self, obj: RemoteObject, out: BinaryIO, offset: int, progress: Callable[[int], None]
     ) -> None:
-        blob = self._client().bucket(self.uri.bucket).blob(obj.key)
+        blob = self._client().bucket(self.uri.name).blob(obj.key)
         # Ranged reads cannot be checked by the client: the transfer engine checks the whole file's md5.
         self._call(
             lambda: blob.download_to_file(_Counting(out, progress), start=offset or None, checksum=None),
-            f"gs://{self.uri.bucket}/{obj.key}",
+            f"gs://{self.uri.name}/{obj.key}",
         )
 
     def upload(self, path: os.PathLike, rel: str) -> None:
         key = self.uri.key(rel)
-        blob = self._client().bucket(self.uri.bucket).blob(key)
-        self._call(lambda: blob.upload_from_filename(os.fspath(path)), f"gs://{self.uri.bucket}/{key}")
+        blob = self._client().bucket(self.uri.name).blob(key)
+        self._call(lambda: blob.upload_from_filename(os.fspath(path)), f"gs://{self.uri.name}/{key}")

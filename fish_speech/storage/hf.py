@@ -53,7 +53,7 @@ def _explain(e: Exception, uri: StorageURI) -> Exception:
     import httpx2
     from huggingface_hub import errors as hfe
 
-    repo = uri.bucket
+    repo = uri.name
     if isinstance(e, hfe.GatedRepoError):
         return UserError(
             f"{uri}: gated repository. Log in at https://huggingface.co/{repo}, accept its licence, create a read "
@@ -103,7 +103,7 @@ def fetch_hf(
 
     def download() -> str:
         return snapshot_download(
-            uri.bucket,
+            uri.name,
             revision=uri.revision,
             allow_patterns=allow_patterns,
             max_workers=jobs,
@@ -141,7 +141,7 @@ def fetch_hf(
             )
             path = _call(
                 lambda rel=rel: hf_hub_download(
-                    uri.bucket, rel, revision=commit, force_download=True, **settings
+                    uri.name, rel, revision=commit, force_download=True, **settings
                 ),
                 uri,
             )
@@ -178,14 +178,14 @@ def publish_hf(
 
     settings = hub_settings()
     if not settings["token"]:
-        raise UserError(f"{uri}: publishing needs HF_TOKEN (a token with write access to {uri.bucket})")
+        raise UserError(f"{uri}: publishing needs HF_TOKEN (a token with write access to {uri.name})")
     api = HfApi(endpoint=settings["endpoint"], token=settings["token"])
 
     def upload() -> str:
-        api.create_repo(uri.bucket, private=private, exist_ok=True)
+        api.create_repo(uri.name, private=private, exist_ok=True)
         operations = [CommitOperationAdd(rel, str(Path(src_dir) / rel)) for rel in files]
         operations.append(CommitOperationAdd(MANIFEST_NAME, manifest))
-        info = api.create_commit(uri.bucket, operations, commit_message=message, revision=uri.revision)
+        info = api.create_commit(uri.name, operations, commit_message=message, revision=uri.revision)
         return str(info.commit_url)
 
     return retry(lambda: _call(upload, uri), f"publish to {uri}")

@@ -100,7 +100,7 @@ class S3Store:
 
         if isinstance(e, S3Error):
             if e.code in _MISSING_CODES:
-                thing = f"bucket {self.uri.bucket!r}" if e.code == "NoSuchBucket" else f"object {what}"
+                thing = f"bucket {self.uri.name!r}" if e.code == "NoSuchBucket" else f"object {what}"
                 return UserError(f"{what}: {thing} does not exist at {self.endpoint} ({e.code})")
             if e.code in _CREDENTIAL_CODES:
                 return UserError(
@@ -122,7 +122,7 @@ class S3Store:
     def list(self) -> list[RemoteObject]:
         def listing() -> list[RemoteObject]:
             out = []
-            for o in self.client.list_objects(self.uri.bucket, prefix=self.uri.prefix, recursive=True):
+            for o in self.client.list_objects(self.uri.name, prefix=self.uri.prefix, recursive=True):
                 if o.is_dir or o.object_name.endswith("/"):
                     continue  # folder placeholder objects
                 etag = (o.etag or "").strip('"').lower()
@@ -141,7 +141,7 @@ class S3Store:
         self, obj: RemoteObject, out: BinaryIO, offset: int, progress: Callable[[int], None]
     ) -> None:
         def fetch() -> None:
-            response = self.client.get_object(self.uri.bucket, obj.key, offset=offset)
+            response = self.client.get_object(self.uri.name, obj.key, offset=offset)
             try:
                 for chunk in response.stream(_CHUNK):
                     out.write(chunk)
@@ -150,11 +150,11 @@ class S3Store:
                 response.close()
                 response.release_conn()
 
-        self._call(fetch, f"s3://{self.uri.bucket}/{obj.key}")
+        self._call(fetch, f"s3://{self.uri.name}/{obj.key}")
 
     def upload(self, path: os.PathLike, rel: str) -> None:
         key = self.uri.key(rel)
         self._call(
-            lambda: self.client.fput_object(self.uri.bucket, key, os.fspath(path)),
-            f"s3://{self.uri.bucket}/{key}",
+            lambda: self.client.fput_object(self.uri.name, key, os.fspath(path)),
+            f"s3://{self.uri.name}/{key}",
         )
