@@ -156,14 +156,14 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # decoding is single-threaded; leave the cores to the model
 
 
-# Peak activation memory per padded input sample with S1-mini in float32: about 0.95 kB measured on
-# CPU (60 s clip: 3.6 GiB peak with 1.1 GiB of weights); 1.5 kB leaves room for allocator slack.
+# Peak activation memory per padded input sample with S1-mini in float32 (measured on CPU by
+# bench/extract_vq.py), with room for allocator slack.
 ACTIVATION_BYTES_PER_SAMPLE = 1500
 
 
 def default_max_batch_samples(device: torch.device, batch_size: int) -> int:
     """Padded samples per batch. CPU: 4 s, so only short clips share a batch (batching longer clips
-    made CPU encoding ~15 % slower in bench/extract_vq.py, and one clip per call is exactly upstream's
+    made CPU encoding slower in bench/extract_vq.py, and one clip per call is exactly upstream's
     batch-1 arithmetic). GPU: batch_size x 60 s, capped to 60 % of the free memory."""
     if device.type != "cuda":
         return 4 * SAMPLE_RATE
@@ -180,9 +180,9 @@ class HeapMode:
     """Switch glibc between "keep freed blocks on the heap" and its default (fresh mmap per big block).
 
     By default every tensor over 32 MB is a fresh mmap whose pages are faulted in and zeroed on first
-    touch: with S1-mini on CPU that is over a million page faults per 5 s clip, and ~40 % of the run
-    time goes to the kernel. Serving them from the heap makes CPU encoding ~1.6x faster
-    (bench/extract_vq.py) but fragments the heap: a 60 s clip then peaks at 5.1 instead of 4.0 GiB.
+    touch: with S1-mini on CPU a large share of the run time then goes to page faults in the kernel.
+    Serving them from the heap makes CPU encoding faster but fragments the heap, raising the peak memory
+    of long clips (both measured by bench/extract_vq.py; figures in README).
     So it is used for batches of up to 20 s only, and memory is handed back (malloc_trim) before a
     longer batch. Numerics are unchanged. Linux/glibc only (else a no-op).
     """

@@ -1,4 +1,4 @@
-"""Check every clip of a data folder: ok, or skipped with a reason. Reused by normalize and extract-vq.
+"""Check every clip of a data folder: ok, or skipped with a reason. Normalize reuses the checks.
 
 The checks need numpy and soundfile only (no torch), so `fish-speech validate` starts fast.
 """
