@@ -14,7 +14,6 @@ bytes, with these deliberate differences, none of which changes the bytes for a 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -30,6 +29,7 @@ from fish_speech.codec.options import SAMPLE_RATE, SAMPLES_PER_FRAME
 from fish_speech.dataset.protos import Semantics, Sentence, TextData, write_protos
 from fish_speech.errors import UserError
 from fish_speech.fileio import atomic_write_text, is_temp_file
+from fish_speech.parallel import imap_in_workers
 
 log = logging.getLogger(__name__)
 
@@ -386,17 +386,18 @@ def pack_groups(
     Work is split per clip (not per group), so a single-speaker dataset uses every worker too.
     """
     tasks = [(clip, num_codebooks) for group in groups for clip in group.clips]
-    if num_workers <= 1 or len(tasks) < MIN_CLIPS_FOR_WORKERS:  # a pool costs more than it saves
-        results: Iterator = map(_pack_task, tasks)
-        yield from _regroup(groups, results)
-        return
-    workers = min(num_workers, len(tasks))
+    workers = min(num_workers, len(tasks)) or 1
     chunksize = max(1, min(64, len(tasks) // (workers * 8)))
-    with multiprocessing.get_context("fork" if os.name == "posix" else "spawn").Pool(
-        workers, initializer=_init_worker
-    ) as pool:
-        # imap (not imap_unordered): the output order never depends on the number of workers.
-        yield from _regroup(groups, pool.imap(_pack_task, tasks, chunksize=chunksize))
+    # in order (never as completed): the output never depends on the number of workers
+    results = imap_in_workers(
+        _pack_task,
+        tasks,
+        num_workers,
+        chunksize,
+        min_jobs=MIN_CLIPS_FOR_WORKERS - 1,
+        initializer=_init_worker,
+    )
+    yield from _regroup(groups, results)
 
 
 def _regroup(groups: Sequence[Group], results: Iterator) -> Iterator[PackedGroup]:
