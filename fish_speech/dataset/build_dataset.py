@@ -146,7 +146,7 @@ def _outside(path: Path, root: Path) -> bool:
     return False
 
 
-def _walk(root: Path, skipped: list[SkippedClip]) -> Iterator[Path]:
+def _files_below(root: Path, skipped: list[SkippedClip]) -> Iterator[Path]:
     """Every file below `root` (paths as given, unresolved); symlinked folders are reported, not followed."""
 
     def fail(e: OSError) -> None:
@@ -167,7 +167,7 @@ def _codes_in_folders(
     """The codes files under `code_roots`, by the path they stand for beside the clips in `root`."""
     found: dict[Path, tuple[Path, Path]] = {}
     for code_root in code_roots:
-        for path in _walk(code_root, skipped):
+        for path in _files_below(code_root, skipped):
             if is_temp_file(path) or not path.is_file() or path.suffix != ".npy":
                 continue
             beside = root / path.relative_to(code_root)
@@ -190,7 +190,7 @@ def discover_folder(
     """
     found: dict[Path, tuple[Path, Path]] = {}  # path beside the clip -> (codes file, the root it is in)
     others: dict[Path, Path] = {}  # stem -> an audio or transcript file of that stem
-    for path in _walk(root, skipped):
+    for path in _files_below(root, skipped):
         if is_temp_file(path) or not path.is_file():
             continue
         if path.suffix == ".npy":
