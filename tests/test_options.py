@@ -108,3 +108,14 @@ def test_storage_registry_is_the_one_scheme_list():
         assert type(open_store(parse_uri(f"{scheme}://bucket/prefix"))).__name__ == name
     with pytest.raises(UserError, match="not an object store"):
         open_store(parse_uri("hf://org/name"))
+
+
+def test_extract_vq_flags_are_generated_from_extract_options():
+    from fish_speech.codec.options import ExtractOptions
+
+    args = build_parser().parse_args(["extract-vq", "data", "--output-dir", "codes", "--num-shards", "3"])
+    opts = options_from_args(ExtractOptions, args)
+    assert opts == ExtractOptions(output_dir="codes", num_shards=3)
+    assert opts.batch_size == ExtractOptions().batch_size == option_defaults(ExtractOptions)["batch_size"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["extract-vq", "data", "--precision", "float16"])  # choices are declared

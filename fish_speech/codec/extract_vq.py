@@ -14,6 +14,7 @@ and robustness:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -32,7 +33,7 @@ from tqdm import tqdm
 from fish_speech import audio as audio_lib
 from fish_speech.codec.checkpoint import load_codec
 from fish_speech.codec.model import Codec
-from fish_speech.codec.options import BATCH_SIZE, DEFAULT_PRECISION, SAMPLE_RATE
+from fish_speech.codec.options import SAMPLE_RATE, ExtractOptions
 from fish_speech.dataset.discover import find_audio_files
 from fish_speech.devices import resolve_device
 from fish_speech.errors import UserError
@@ -263,51 +264,51 @@ class _Encoder:
 def extract_vq(
     data_dir: str | os.PathLike,
     checkpoint_path: str | os.PathLike,
-    output_dir: str | os.PathLike | None = None,
-    batch_size: int = BATCH_SIZE,
-    num_workers: int = 1,
-    device: str = "auto",
-    overwrite: bool = False,
-    shard_index: int = 0,
-    num_shards: int = 1,
-    precision: str = DEFAULT_PRECISION,
+    options: ExtractOptions | None = None,
+    *,
     max_batch_samples: int | None = None,
     model: Codec | None = None,
     progress: bool = True,
+    **settings: Any,
 ) -> dict[str, Any]:
     """Write `<stem>.npy` codes for every audio file under `data_dir`; return a summary dict.
 
-    Codes go beside each clip (upstream's layout), or, with `output_dir`, to `output_dir/<rel>/<stem>.npy`
-    where `<rel>` is the clip's folder relative to `data_dir` (the input folder is then only read).
-
-    `precision` "float32" reproduces upstream's codes; "bfloat16" (CUDA autocast) is faster but
-    may change some codes. `model` reuses an already loaded codec (benchmarks, tests).
+    The settings are an `ExtractOptions` (codec/options.py: defaults and meaning), given whole or as
+    keyword arguments (`batch_size=4`). Codes go beside each clip (upstream's layout), or, with
+    `output_dir`, to `output_dir/<rel>/<stem>.npy`, where `<rel>` is the clip's folder relative to
+    `data_dir` (the input folder is then only read). `model` reuses an already loaded codec (benchmarks,
+    tests).
     """
+    opts = dataclasses.replace(options or ExtractOptions(), **settings)
     start = time.perf_counter()
     root = Path(data_dir)
     if not root.is_dir():
         raise UserError(f"{root}: data folder not found")
-    if batch_size < 1 or num_workers < 0:
-        raise UserError(f"--batch-size must be >= 1 and --num-workers >= 0 (got {batch_size}, {num_workers})")
-    if not (num_shards >= 1 and 0 <= shard_index < num_shards):
-        raise UserError(f"--shard-index must be in [0, {num_shards}) (got {shard_index} of {num_shards})")
-    autocast_dtype = {"float32": None, "bfloat16": torch.bfloat16}.get(precision, "?")
+    if opts.batch_size < 1 or opts.num_workers < 0:
+        raise UserError(
+            f"--batch-size must be >= 1 and --num-workers >= 0 (got {opts.batch_size}, {opts.num_workers})"
+        )
+    if not (opts.num_shards >= 1 and 0 <= opts.shard_index < opts.num_shards):
+        raise UserError(
+            f"--shard-index must be in [0, {opts.num_shards}) (got {opts.shard_index} of {opts.num_shards})"
+        )
+    autocast_dtype = {"float32": None, "bfloat16": torch.bfloat16}.get(opts.precision, "?")
     if autocast_dtype == "?":
-        raise UserError(f"--precision must be float32 or bfloat16 (got {precision})")
-    dev = resolve_device(device)
+        raise UserError(f"--precision must be float32 or bfloat16 (got {opts.precision})")
+    dev = resolve_device(opts.device)
 
-    files = discover_audio(root)[shard_index::num_shards]
+    files = discover_audio(root)[opts.shard_index :: opts.num_shards]
     skipped: list[dict] = []
-    out_root = Path(output_dir) if output_dir is not None else None
-    clips, done = plan_clips(files, overwrite, skipped, root, out_root)
+    out_root = Path(opts.output_dir) if opts.output_dir is not None else None
+    clips, done = plan_clips(files, opts.overwrite, skipped, root, out_root)
     summary: dict[str, Any] = {
         "data_dir": str(root),
         "output_dir": str(out_root) if out_root is not None else None,
         "checkpoint": str(checkpoint_path),
-        "shard_index": shard_index,
-        "num_shards": num_shards,
+        "shard_index": opts.shard_index,
+        "num_shards": opts.num_shards,
         "device": str(dev),
-        "precision": precision,
+        "precision": opts.precision,
         "files": len(files),
         "written": 0,
         "already_done": len(done),
@@ -320,9 +321,9 @@ def extract_vq(
             model = load_codec(checkpoint_path, device=dev, encode_only=True)
         else:
             model = model.to(dev).eval()
-        limit = max_batch_samples or default_max_batch_samples(dev, batch_size)
-        batches = make_batches(clips, batch_size, limit, model.config.max_input_samples)
-        _run(model, dev, autocast_dtype, clips, batches, num_workers, summary, progress)
+        limit = max_batch_samples or default_max_batch_samples(dev, opts.batch_size)
+        batches = make_batches(clips, opts.batch_size, limit, model.config.max_input_samples)
+        _run(model, dev, autocast_dtype, clips, batches, opts.num_workers, summary, progress)
 
     wall = time.perf_counter() - start
     summary["audio_hours"] = summary["audio_seconds"] / 3600
