@@ -116,6 +116,24 @@ def _reusable(
     return digests["sha256"]
 
 
+def finish_fetch(
+    out_dir: Path, entries: dict[str, str], previous: dict[str, str], state: dict, source: str
+) -> int:
+    """The end of every fetch (object stores and hf://): remove the files the previous fetch wrote that
+    the source no longer has, then write `MANIFEST.sha256` of `entries` and the fetch state. Returns
+    how many files were removed."""
+    removed = 0
+    for rel in sorted(set(previous) - set(entries)):
+        path = out_dir / rel
+        if path.is_file():
+            log.info("%s: no longer in %s; removing", path, source)
+            path.unlink()
+            removed += 1
+    write_manifest(out_dir, entries)
+    write_state(out_dir, state)
+    return removed
+
+
 def fetch_tree(
     store: ObjectStore,
     out_dir: str | Path,
@@ -169,14 +187,6 @@ def fetch_tree(
         )
         download_all(store, todo, jobs)
 
-        rels = {dest.relative_to(out_dir).as_posix() for _, dest in plan}
-        removed = 0
-        for rel in sorted(set(previous) - rels):
-            path = out_dir / rel
-            if path.is_file():
-                log.info("%s: no longer in %s; removing", path, store.describe())
-                path.unlink()
-                removed += 1
         entries = {
             dest.relative_to(out_dir).as_posix(): sha
             for (_, dest), sha in zip(plan, reuse, strict=True)
@@ -184,7 +194,7 @@ def fetch_tree(
         }
         fresh = [dest.relative_to(out_dir).as_posix() for _, dest in todo]
         entries.update(build_manifest(out_dir, fresh, jobs))
-        write_manifest(out_dir, entries)
         versions = {dest.relative_to(out_dir).as_posix(): obj.version for obj, dest in plan if obj.version}
-        write_state(out_dir, {"source": source, "versions": versions} if versions else {"source": source})
+        state = {"source": source, "versions": versions} if versions else {"source": source}
+        removed = finish_fetch(out_dir, entries, previous, state, store.describe())
     return FetchResult(out_dir, entries, downloaded=len(todo), reused=len(plan) - len(todo), removed=removed)

@@ -15,14 +15,12 @@ from pathlib import Path
 from fish_speech.errors import UserError
 from fish_speech.fileio import link_or_copy
 from fish_speech.storage.base import TransientError
-from fish_speech.storage.fetch import FetchResult, folder_lock
+from fish_speech.storage.fetch import FetchResult, finish_fetch, folder_lock
 from fish_speech.storage.manifest import (
     MANIFEST_NAME,
     build_manifest,
     list_files,
     read_manifest,
-    write_manifest,
-    write_state,
 )
 from fish_speech.storage.safepath import safe_join
 from fish_speech.storage.transfer import call_translated, retry
@@ -153,13 +151,7 @@ def fetch_hf(
                 )
 
         previous = read_manifest(out_dir) or {}
-        removed = 0
-        for rel in sorted(set(previous) - set(entries)):
-            if (out_dir / rel).is_file():
-                (out_dir / rel).unlink()
-                removed += 1
-        write_manifest(out_dir, entries)
-        write_state(out_dir, {"source": str(uri), "commit": commit})
+        removed = finish_fetch(out_dir, entries, previous, {"source": str(uri), "commit": commit}, str(uri))
     log.info("%s: commit %s, %d files in %s", uri, commit, len(files), out_dir)
     return FetchResult(out_dir, entries, downloaded=placed, reused=len(files) - placed, removed=removed)
 
