@@ -143,3 +143,9 @@ def options_to_argv(cls: type, opts: Any) -> list[str]:
         else:
             argv += [_flag(f.name), str(value)]
     return argv
+
+
+def pick_fields(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """The items of `values` named like a field of `cls` (e.g. a component's parameters that are settings)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in values.items() if k in names}

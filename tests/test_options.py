@@ -119,3 +119,12 @@ def test_extract_vq_flags_are_generated_from_extract_options():
     assert opts.batch_size == ExtractOptions().batch_size == option_defaults(ExtractOptions)["batch_size"]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["extract-vq", "data", "--precision", "float16"])  # choices are declared
+
+
+def test_pick_fields_takes_only_settings():
+    from fish_speech.options import pick_fields
+
+    got = pick_fields(
+        TrainOptions, {"max_steps": 5, "protos": "x", "gpu_type": "a100", "lora_config": "r_8_alpha_16"}
+    )
+    assert got == {"max_steps": 5, "lora_config": "r_8_alpha_16"}
