@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from fish_speech.codec import options as vq_options
+from fish_speech.codec.options import ExtractOptions
 from fish_speech.dataset.normalize import Settings as NormalizeSettings
 from fish_speech.dataset.validate import DEFAULT_MAX_SECONDS
 from fish_speech.fileio import atomic_path
@@ -68,6 +68,7 @@ DEFAULT_GPU_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effe
 # The steps' own defaults, read from where each is declared (fish_speech/**/options.py and friends).
 TRAIN = option_defaults(TrainOptions)
 NORMALIZE = NormalizeSettings()
+VQ = ExtractOptions()
 # The command's 10000 steps are upstream's config; the pipeline's input is one voice (minutes to an hour
 # of clips), where a LoRA is trained long before that, and each step is GPU time: 1000, on purpose.
 PIPELINE_MAX_STEPS = 1000
@@ -148,8 +149,8 @@ def build_pipeline(retries: bool = True, merge_on_gpu: bool = False):
         loudness: float = NORMALIZE.loudness,
         peak: float = NORMALIZE.peak,
         num_vq_shards: int = DEFAULT_VQ_SHARDS,
-        vq_batch_size: int = vq_options.BATCH_SIZE,
-        vq_precision: str = vq_options.DEFAULT_PRECISION,
+        vq_batch_size: int = VQ.batch_size,
+        vq_precision: str = VQ.precision,
         accelerator_type: str = "nvidia.com/gpu",
         accelerator_count: int = 1,
         gpu_node_selector: dict = DEFAULT_GPU_NODE_SELECTOR,

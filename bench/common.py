@@ -42,7 +42,7 @@ class Row:
             return None
         return self.ours / self.baseline
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
         return {**asdict(self), "ratio": self.ratio}
 
 
@@ -182,6 +182,6 @@ def report(name: str, rows: Sequence[Row], results_dir: Path = RESULTS_DIR) -> P
     print(to_markdown(rows, machine))
     path = results_dir / f"{name}.json"
     write_json(
-        path, {"name": name, "machine": machine, "time": time.time(), "rows": [r.to_json() for r in rows]}
+        path, {"name": name, "machine": machine, "time": time.time(), "rows": [r.to_dict() for r in rows]}
     )
     return path

@@ -110,7 +110,8 @@ def prepare_codec(path: Path) -> str:
     """
     code = (
         "import pathlib\n"
-        "from fish_speech.codec.checkpoint import load_codec, write_random_codec\n"
+        "from fish_speech.base_model.tiny import write_random_codec\n"
+        "from fish_speech.codec.checkpoint import load_codec\n"
         "from fish_speech.codec.model import CodecConfig\n"
         f"p = pathlib.Path({str(path)!r})\n"
         "if not p.exists():\n"

@@ -47,7 +47,8 @@ def main(
 ) -> list[Row]:
     import torch
 
-    from fish_speech.codec.checkpoint import load_codec, write_random_codec
+    from fish_speech.base_model.tiny import write_random_codec
+    from fish_speech.codec.checkpoint import load_codec
     from fish_speech.codec.extract_vq import extract_vq
     from fish_speech.codec.model import CodecConfig
 

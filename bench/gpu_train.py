@@ -126,8 +126,8 @@ def measure_loop(config, batch: int, seq_len: int, steps: int) -> dict:
     """End-to-end `train()` (Lightning) on synthetic protos with a random full-size checkpoint."""
     import numpy as np
 
+    from fish_speech.base_model.tiny import write_random_t2s
     from fish_speech.dataset.protos import Semantics, Sentence, TextData, write_protos
-    from fish_speech.text2semantic.checkpoint import write_random_t2s
     from fish_speech.text2semantic.train import train
 
     with tempfile.TemporaryDirectory() as tmp:

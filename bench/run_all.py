@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             print("   (no main(): skipped)")
             continue
         seconds = time.perf_counter() - start
-        per_bench[path.stem] = {"seconds": seconds, "rows": [r.to_json() for r in rows]}
+        per_bench[path.stem] = {"seconds": seconds, "rows": [r.to_dict() for r in rows]}
         all_rows += rows
 
     machine = machine_info()

@@ -28,12 +28,11 @@ def extract_vq(
     codes: Output[Dataset],
     metrics: Output[Metrics],
 ):
-    """`fish-speech extract-vq DATA --output-dir CODES --shard-index I --num-shards N` (steps/codes.py).
+    """`fish-speech extract-vq DATA --output-dir CODES` for one shard (fish_speech/steps/codes.py).
 
-    `content_hash` is part of the cache key. `gpu_type`/`gpu_count` are the task's resource request:
-    KFP adds a channel used only in `set_accelerator_*` to the ParallelFor's inputs only when a task
-    also reads it, so they are passed here.
-    """
+    `content_hash` is part of the cache key. `gpu_type`/`gpu_count` are the task's resource request,
+    passed so that KFP adds them to the ParallelFor's inputs (a channel used only in `set_accelerator_*`
+    is not)."""
     from fish_speech.steps.codes import extract_vq_step
     from fish_speech.steps.common import log_metrics
 

@@ -28,19 +28,14 @@ def lora_train(
     metrics: Output[Metrics],
     loss_plot: Output[HTML],
 ):
-    """`fish-speech train --data PROTOS --base-weight BASE --output LORA ... --resume` (steps/train.py).
-
-    Every parameter named like a `TrainOptions` field is passed on as that setting (adding one is a
-    line here and one in pipeline.py); the accelerator settings are recorded in the model's metadata.
-    """
-    import dataclasses
-
+    """`fish-speech train ... --resume` (fish_speech/steps/train.py). Each parameter named like a
+    `TrainOptions` field is that setting; the accelerator settings are the task's resource request."""
+    from fish_speech.options import pick_fields
     from fish_speech.steps.common import log_metrics
     from fish_speech.steps.train import lora_train_step
     from fish_speech.text2semantic.options import TrainOptions
 
-    names = {f.name for f in dataclasses.fields(TrainOptions)}
-    settings = {k: v for k, v in locals().items() if k in names}
+    settings = pick_fields(TrainOptions, locals())
     result = lora_train_step(
         protos.path,
         base_model.path,

@@ -3,10 +3,10 @@
 Decoding and the statistics used by `validate` need only numpy and soundfile. The torch functions
 (`downmix` on tensors, `resample`) import torch lazily so that the data commands start fast.
 
-The resampler follows spec/codec.md §4 (the algorithm of torchaudio's `functional.resample` with its
+The resampler follows upstream's `tools/vqgan/extract_vq.py` preprocessing (the algorithm of torchaudio's `functional.resample` with its
 defaults: Hann window, lowpass filter width 6, rolloff 0.99) step by step in the waveform's dtype, so
 that on CPU float32 it reproduces upstream's resampled waveforms bit for bit, and the output length
-follows the float32 rounding rule of spec/codec.md §9.1.
+follows torchaudio's float32 rounding of the output length.
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def _reduced_rates(orig_sr: int, new_sr: int) -> tuple[int, int]:
 
 
 def resampled_length(n: int, orig_sr: int, new_sr: int) -> int:
-    """Samples after resampling `n` samples: ceil(float32(n_red * N / o_red)) (spec codec.md §9.1).
+    """Samples after resampling `n` samples: ceil(float32(n_red * N / o_red)) (torchaudio's float32 arithmetic).
 
     The quotient is rounded to float32 before the ceil, as upstream does, so for some lengths the
     result is one sample shorter than the exact ceil.
@@ -201,7 +201,7 @@ def check_resample_rates(orig_sr: int, new_sr: int) -> None:
 def _sinc_kernel(o: int, n: int, device: str, dtype: Any) -> tuple[torch.Tensor, int]:
     """Polyphase windowed-sinc kernel (n phases, 1, 2w + o taps) and the half-width w.
 
-    Built in `dtype` on `device` in the operation order of spec codec.md §4: the order decides
+    Built in `dtype` on `device` in the operation order of torchaudio's `_get_sinc_resample_kernel`: the order decides
     the last bits of the kernel and therefore bit parity with upstream.
     """
     import torch

@@ -27,19 +27,9 @@ COMMANDS: dict[str, str] = {
     "train": "train",
     "merge-lora": "merge_lora",
     "decode-vq": "decode_vq",
+    "parity-logits": "parity_logits",
     "publish": "publish",
 }
-
-
-def _available_commands() -> dict[str, object]:
-    modules = {}
-    for name, module in COMMANDS.items():
-        try:
-            modules[name] = importlib.import_module(f"fish_speech.commands.{module}")
-        except ModuleNotFoundError as e:
-            if e.name != f"fish_speech.commands.{module}":
-                raise
-    return modules
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module in _available_commands().items():
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(f"fish_speech.commands.{module_name}")
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)

@@ -54,3 +54,53 @@ def atomic_write_text(final: str | os.PathLike, text: str) -> None:
 def is_temp_file(path: str | os.PathLike) -> bool:
     """True for the temporary files `atomic_path` creates (skipped by every discovery)."""
     return Path(path).name.startswith(".tmp-")
+
+
+def link_or_copy(src: str | os.PathLike, dest: str | os.PathLike) -> bool:
+    """Put `src` at `dest`: a hard link when possible (no extra disk; checkpoints are GBs), else an atomic
+    copy. Returns False when `dest` already was that very file."""
+    import shutil
+
+    src, dest = Path(src), Path(dest)
+    if dest.is_file() and os.path.samefile(src, dest):
+        return False
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".tmp-{dest.name}.link")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:  # another file system, or links not allowed: copy instead
+        with atomic_path(dest) as copy:
+            shutil.copyfile(src, copy)
+        return True
+    os.replace(tmp, dest)
+    return True
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of one file, read in 4 MiB blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(4 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_separate(src: str | os.PathLike, dest: str | os.PathLike, what: str = "output folder") -> None:
+    """UserError when the folders `src` and `dest` are the same or one contains the other."""
+    from fish_speech.errors import UserError
+
+    a, b = Path(src).resolve(), Path(dest).resolve()
+    if a == b:
+        how = "is"
+    elif b.is_relative_to(a):
+        how = "is inside"
+    elif a.is_relative_to(b):
+        how = "contains"
+    else:
+        return
+    raise UserError(
+        f"{dest}: the {what} {how} the input folder {src} (they overlap); choose a separate folder"
+    )

@@ -99,7 +99,8 @@ def add_option_flags(
         else:
             kwargs["default"] = f.default
             if f.default is not None and not meta.get("repeat"):
-                help_text = f"{help_text} (default {f.default})" if help_text else f"default {f.default}"
+                shown = f"{f.default:g}" if isinstance(f.default, float) else f.default
+                help_text = f"{help_text} (default {shown})" if help_text else f"default {shown}"
         if kind is not bool:
             kwargs["type"] = kind
         if meta.get("repeat"):
@@ -142,3 +143,9 @@ def options_to_argv(cls: type, opts: Any) -> list[str]:
         else:
             argv += [_flag(f.name), str(value)]
     return argv
+
+
+def pick_fields(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """The items of `values` named like a field of `cls` (e.g. a component's parameters that are settings)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in values.items() if k in names}

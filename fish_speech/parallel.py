@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
 
@@ -33,3 +33,20 @@ def map_in_workers(
         return [fn(j) for j in tqdm(jobs, **bar)]
     with ProcessPoolExecutor(max_workers=min(num_workers, len(jobs))) as pool:
         return list(tqdm(pool.map(fn, jobs, chunksize=chunksize), **bar))
+
+
+def imap_in_workers(
+    fn: Callable[[J], R],
+    jobs: Sequence[J],
+    num_workers: int = 1,
+    chunksize: int = 4,
+    min_jobs: int = MIN_JOBS_FOR_POOL,
+    initializer: Callable[[], None] | None = None,
+) -> Iterator[R]:
+    """`fn(j)` for each job, yielded in the order of `jobs` as they finish, from `num_workers` processes
+    when there are more than `min_jobs` jobs (for a consumer that writes results as they come)."""
+    if num_workers <= 1 or len(jobs) <= min_jobs:
+        yield from map(fn, jobs)
+        return
+    with ProcessPoolExecutor(max_workers=min(num_workers, len(jobs)), initializer=initializer) as pool:
+        yield from pool.map(fn, jobs, chunksize=chunksize)

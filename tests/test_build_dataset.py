@@ -278,13 +278,13 @@ def test_nothing_usable_is_a_clear_error_and_keeps_the_old_output(tmp_path, caps
 
 
 def test_assembled_group_equals_protobuf_serialization(tmp_path):
-    from fish_speech.dataset.build_dataset import Clip, Group, assemble_group, pack_clip
+    from fish_speech.dataset.build_dataset import Group, PackClip, assemble_group, pack_clip
     from fish_speech.dataset.protos import Semantics, Sentence, TextData
 
     clips = []
     for i, frames in enumerate([1, 60, 700]):  # sentence sizes below and above one varint byte
         np.save(tmp_path / f"{i}.npy", codes(frames, rows=10, seed=i) * 60)
-        clips.append(Clip(tmp_path / f"{i}.npy", [f"text {i}", ""]))
+        clips.append(PackClip(tmp_path / f"{i}.npy", [f"text {i}", ""]))
     for source, name in [("folder", "SPK"), ("filelist", ""), ("", "")]:
         group = Group(source, name, clips)
         message = TextData(source=source, name=name)

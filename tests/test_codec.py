@@ -12,11 +12,11 @@ import pytest
 import soundfile as sf
 import torch
 
+from fish_speech.base_model.tiny import write_random_codec
 from fish_speech.codec.checkpoint import (
     expected_codec_state_dict_shapes,
     infer_codec_config,
     load_codec,
-    write_random_codec,
 )
 from fish_speech.codec.model import Codec, CodecConfig, rope_table
 from fish_speech.errors import UserError

@@ -12,9 +12,10 @@ import pytest
 import soundfile as sf
 import torch
 
+from fish_speech.base_model.tiny import write_random_codec
 from fish_speech.cli import main
 from fish_speech.codec import extract_vq as xvq
-from fish_speech.codec.checkpoint import load_codec, write_random_codec
+from fish_speech.codec.checkpoint import load_codec
 from fish_speech.codec.model import CodecConfig
 
 DATA = Path(__file__).resolve().parent / "data" / "codec"
@@ -212,7 +213,7 @@ def test_demo_voice_with_random_codec(demo_voice, tmp_path):
 
 def test_length_bucketed_batches():
     lengths = [5, 100, 7, 50, 51, 3, 1000, 49, 6]
-    clips = [xvq.Clip(Path(f"c{i}.wav"), Path(f"c{i}.npy"), n, n / 44100) for i, n in enumerate(lengths)]
+    clips = [xvq.EncodeJob(Path(f"c{i}.wav"), Path(f"c{i}.npy"), n, n / 44100) for i, n in enumerate(lengths)]
     batches = xvq.make_batches(clips, batch_size=3, max_batch_samples=160, max_single=500)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     assert batches[0] == [6]  # over max_single: alone, and first (longest first)

@@ -40,7 +40,7 @@ from fish_speech.storage.uri import parse_uri
 )
 def test_parse_uri(text, fields):
     uri = parse_uri(text)
-    assert (uri.scheme, uri.bucket, uri.prefix, uri.revision) == fields
+    assert (uri.scheme, uri.name, uri.prefix, uri.revision) == fields
 
 
 def test_parse_uri_revision_flag_and_errors(tmp_path):

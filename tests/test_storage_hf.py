@@ -12,8 +12,9 @@ import pytest
 from test_storage_servers import READ_TOKEN, FlakyProxy, fast_retries, hf_env, hub  # noqa: F401
 
 from fish_speech.errors import UserError
+from fish_speech.fileio import sha256_file
 from fish_speech.storage.hf import fetch_hf
-from fish_speech.storage.manifest import read_manifest, read_state, sha256_file
+from fish_speech.storage.manifest import read_manifest, read_state
 from fish_speech.storage.uri import parse_uri
 
 FILES = {

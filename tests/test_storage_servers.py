@@ -523,6 +523,6 @@ def test_flaky_proxy_cuts_a_response(hub):
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """A tiny random base model in the real layout (written once per session, ~10 s): treat as read-only."""
-    from fish_speech.tiny import write_tiny_checkpoint
+    from fish_speech.base_model.tiny import write_tiny_checkpoint
 
     return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "base", seed=0)

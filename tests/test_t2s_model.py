@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from fish_speech.base_model.tiny import write_random_t2s
 from fish_speech.errors import UserError
 from fish_speech.text2semantic.checkpoint import (
     REQUIRED_FILES,
@@ -17,7 +18,6 @@ from fish_speech.text2semantic.checkpoint import (
     load_config,
     load_model,
     read_state_dict,
-    write_random_t2s,
 )
 from fish_speech.text2semantic.model import DualARTransformer, ModelConfig, rope_table
 
@@ -317,12 +317,24 @@ def test_write_random_t2s_roundtrip(tmp_path: Path) -> None:
 
 
 def test_reference_outputs_tool(tmp_path: Path) -> None:
-    from fish_speech.text2semantic.checkpoint import main
+    from fish_speech.cli import main
 
     batch = DATA / "batch"
     out = tmp_path / "base.npy"
     args = [str(CKPT), str(batch / "inputs.npy"), str(out), "--labels", str(batch / "labels.npy")]
-    assert main([*args, "--attention-mask", str(batch / "attention_masks.npy"), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "parity-logits",
+                *args,
+                "--attention-mask",
+                str(batch / "attention_masks.npy"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     np.testing.assert_allclose(
         np.load(out)[:, :, ::7], np.load(DATA / "logits" / "base.stride7.npy"), atol=ATOL
     )

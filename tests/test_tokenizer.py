@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from fish_speech.base_model.tiny import train_tiny_bpe, write_tiny_tokenizer
 from fish_speech.errors import UserError
 from fish_speech.text2semantic.tokenizer import (
     DEFAULT_SPECIAL_TOKENS,
     FishTokenizer,
     read_ranks,
-    train_tiny_bpe,
     write_ranks,
-    write_tiny_tokenizer,
 )
 
 DATA = Path(__file__).resolve().parent / "data" / "t2s"

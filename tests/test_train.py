@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from fish_speech.base_model.tiny import write_random_t2s
 from fish_speech.cli import main as cli_main
 from fish_speech.dataset.protos import Sentence, TextData, write_protos
 from fish_speech.errors import UserError
-from fish_speech.text2semantic.checkpoint import write_random_t2s
 from fish_speech.text2semantic.merge import merge_lora
 from fish_speech.text2semantic.model import ModelConfig
 from fish_speech.text2semantic.train import train

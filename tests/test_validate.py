@@ -173,7 +173,7 @@ def test_every_bad_input_gets_its_reason(bad_data):
 def test_reports_are_written_atomically_and_parse(bad_data, tmp_path):
     report = validate_dir(bad_data, max_seconds=2.0, num_workers=2, progress=False)
     md, js = tmp_path / "out" / "r.md", tmp_path / "out" / "r.json"
-    write_report(report, md, js)
+    write_report(report, js, md)
     data = json.loads(js.read_text())
     assert data["summary"]["ok"] == 5 and data["summary"]["clips"] == len(EXPECTED)
     assert {c["path"]: c["reason"] for c in data["clips"]} == EXPECTED

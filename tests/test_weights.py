@@ -11,9 +11,9 @@ import pytest
 import torch
 from test_storage_servers import tiny_checkpoint  # noqa: F401
 
+from fish_speech.base_model.check import check_checkpoint_dir
 from fish_speech.errors import UserError
 from fish_speech.storage.manifest import build_manifest, write_manifest
-from fish_speech.weights import check_checkpoint_dir
 
 SPEC = json.loads((Path(__file__).parent / "data" / "storage" / "s1_mini_state_dicts.json").read_text())
 
@@ -79,7 +79,7 @@ def test_truncated_and_incomplete_codec(ckpt):
 
 
 def test_model_codebooks_must_match_the_codec(ckpt):
-    from fish_speech.text2semantic.checkpoint import write_random_t2s
+    from fish_speech.base_model.tiny import write_random_t2s
 
     write_random_t2s(ckpt)  # the golden tiny config: 4 codebooks of 64 codes
     with pytest.raises(UserError, match="num_codebooks 4, but codec.pth produces 10 codebooks"):

@@ -1,4 +1,4 @@
-"""Read and write `codec.pth` in upstream's layout (spec/codec.md §2).
+"""Read and write `codec.pth` in upstream's layout (as `tools/vqgan/extract_vq.py` `get_model` loads it).
 
 - `load_codec` accepts the three container shapes upstream accepts (a flat key -> tensor mapping,
   `{"state_dict": ...}`, and keys carrying a "generator." prefix), infers the config from the
@@ -12,10 +12,8 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -23,14 +21,11 @@ import torch
 
 from fish_speech.codec.model import Codec, CodecConfig
 from fish_speech.errors import UserError
-from fish_speech.fileio import atomic_path
+from fish_speech.tensors import load_tensors
 
 log = logging.getLogger(__name__)
 
 Shapes = dict[str, tuple[tuple[int, ...], torch.dtype]]
-
-# Parts of the model the encode direction never reads (dropped by `load_codec(..., encode_only=True)`).
-DECODE_ONLY_PREFIXES = ("decoder.", "quantizer.post_module.", "quantizer.upsample.")
 
 _LIST_LIMIT = 8
 
@@ -45,18 +40,9 @@ def expected_codec_state_dict_shapes(config: CodecConfig) -> Shapes:
 # ----------------------------------------------------------------------------- reading
 
 
-def _read_mapping(path: Path) -> Mapping[str, torch.Tensor]:
-    if not path.is_file():
-        raise UserError(f"{path}: codec checkpoint not found")
-    try:
-        # mmap: tensors are paged in only when copied, so skipped parts (masks, decoder) cost nothing.
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except Exception as e:  # pickle errors, truncated zips, disallowed globals, ...
-        raise UserError(f"{path}: cannot read as a torch checkpoint ({type(e).__name__}: {e})") from e
-    if isinstance(obj, Mapping) and "state_dict" in obj:
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise UserError(f"{path}: expected a mapping of parameter names to tensors, got {type(obj).__name__}")
+def read_codec_state_dict(path: str | os.PathLike) -> Mapping[str, torch.Tensor]:
+    """The codec's tensors from `codec.pth` or a training checkpoint, memory-mapped (skipped parts cost nothing)."""
+    obj = load_tensors(path, "codec checkpoint")
     if any("generator" in k for k in obj):
         # Training checkpoints: keep the generator only (upstream: substring replace, not a prefix strip).
         obj = {k.replace("generator.", ""): v for k, v in obj.items() if "generator." in k}
@@ -168,7 +154,7 @@ def load_codec(
     (about half of the file) so extraction needs half the memory.
     """
     path = Path(path)
-    state = _read_mapping(path)
+    state = read_codec_state_dict(path)
     if config is None:
         config = infer_codec_config(state, path)
     check_codec_state_dict(state, config, path)
@@ -190,82 +176,3 @@ def load_codec(
         device,
     )
     return model.eval()
-
-
-# ----------------------------------------------------------------------------- writing
-
-
-@torch.no_grad()
-def _perturb(model: Codec, gen: torch.Generator) -> None:
-    """Replace init constants by seeded noise so random codecs behave like trained ones (varied codes)."""
-
-    def rand_like(p: torch.Tensor) -> torch.Tensor:
-        return torch.rand(p.shape, generator=gen)
-
-    def randn_like(p: torch.Tensor) -> torch.Tensor:
-        return torch.randn(p.shape, generator=gen)
-
-    for name, p in model.named_parameters():
-        if name.endswith(".alpha"):
-            p.copy_(0.25 + 1.5 * rand_like(p))
-        elif name.endswith(".gamma"):
-            p.copy_(0.05 + 0.25 * rand_like(p))
-        elif name.endswith("norm.weight"):
-            p.add_(0.1 * randn_like(p))
-        elif name.endswith(".bias"):
-            p.add_(0.02 * randn_like(p))
-        elif name.endswith(("original0", "weight_g")):
-            p.mul_(torch.exp(0.2 * randn_like(p)))
-
-
-@torch.no_grad()
-def _calibrate(model: Codec, gen: torch.Generator, seconds: float) -> None:
-    """Shift each VQ stage's in_proj bias so its projection is zero-mean on a synthetic signal.
-
-    Without this, random projections collapse onto a handful of codebook entries.
-    """
-    sr = model.config.sample_rate
-    n = int(seconds * sr) // model.config.frame_length * model.config.frame_length
-    t = torch.arange(n) / sr
-    f0 = 120.0 + 60.0 * torch.sin(2 * math.pi * 0.5 * t)
-    phase = 2 * math.pi * torch.cumsum(f0, 0) / sr
-    audio = (
-        0.3
-        * sum(torch.sin(k * phase) / k for k in range(1, 6))
-        * (0.6 - 0.4 * torch.cos(2 * math.pi * 3 * t))
-    )
-    audio = audio + 0.01 * torch.randn(n, generator=gen)
-    q = model.quantizer
-    z = q.pre_module(q.downsample(model.encoder(audio.view(1, 1, -1).float())))
-    residual = z
-    stages = [*q.semantic_quantizer.quantizers, *q.quantizer.quantizers]
-    for i, stage in enumerate(stages):
-        stage.in_proj.bias.sub_(stage.in_proj(residual).mean(dim=(0, 2)))
-        _, out = stage(residual)
-        residual = z - out if i == 0 else residual - out
-
-
-def write_random_codec(
-    path: str | os.PathLike, config: CodecConfig | None = None, seed: int = 0, calibrate_seconds: float = 2.0
-) -> Path:
-    """Write a random codec for `config` (default tiny) in the real layout: flat mapping, upstream key
-    names and order, float32 parameters, bf16 RoPE tables (upstream's formula), bool causal masks.
-
-    Deterministic for a given seed. Written atomically. Returns the path.
-    """
-    config = config or CodecConfig.tiny()
-    path = Path(path)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Codec(config).eval()
-    _perturb(model, gen)
-    if calibrate_seconds > 0:
-        _calibrate(model, gen, calibrate_seconds)
-    state = model.state_dict()
-    expected = expected_codec_state_dict_shapes(config)
-    state = {k: state[k].contiguous() for k in expected}
-    with atomic_path(path, suffix=".pth") as tmp:
-        torch.save(state, tmp)
-    log.info("wrote random %s codec (%d tensors, seed %d) to %s", config.name, len(state), seed, path)
-    return path

@@ -18,7 +18,7 @@ from fish_speech.fileio import atomic_path
 log = logging.getLogger(__name__)
 
 
-def load_codes(path: str | os.PathLike, num_codebooks: int) -> np.ndarray:
+def read_codes(path: str | os.PathLike, num_codebooks: int) -> np.ndarray:
     """Read and check a codes file: integer array shaped (num_codebooks, frames) with frames >= 1."""
     path = Path(path)
     try:
@@ -48,11 +48,11 @@ def decode_file(
     model: Codec | None = None,
 ) -> float:
     """Decode `codes_path` and write `output` (WAV, 16-bit PCM, atomically); returns its duration in seconds."""
-    from fish_speech.codec.extract_vq import resolve_device
+    from fish_speech.devices import resolve_device
 
     if model is None:
         model = load_codec(checkpoint_path, device=resolve_device(device))
-    codes = load_codes(codes_path, model.config.num_codebooks)
+    codes = read_codes(codes_path, model.config.num_codebooks)
     wav = decode_codes(model, codes)
     with atomic_path(output, suffix=".wav") as tmp:
         sf.write(tmp, wav, model.config.sample_rate, subtype="PCM_16", format="WAV")

@@ -1,6 +1,6 @@
 """Extract VQ codes for every clip under a folder: `<stem>.npy` (int64, (10, frames)) beside each clip.
 
-Same codes as upstream's `tools/vqgan/extract_vq.py` (spec/codec.md §4-5), organised for throughput
+Same codes as upstream's `tools/vqgan/extract_vq.py` (its per-file preprocessing and output), organised for throughput
 and robustness:
 - files are sorted and sharded deterministically (files[I::N]); finished `.npy` are skipped unless
   `overwrite`; every `.npy` is written atomically, so a killed run leaves no partial file;
@@ -14,6 +14,7 @@ and robustness:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -32,32 +33,22 @@ from tqdm import tqdm
 from fish_speech import audio as audio_lib
 from fish_speech.codec.checkpoint import load_codec
 from fish_speech.codec.model import Codec
-from fish_speech.codec.options import BATCH_SIZE, DEFAULT_PRECISION
+from fish_speech.codec.options import SAMPLE_RATE, ExtractOptions
+from fish_speech.dataset.discover import find_audio_files
+from fish_speech.devices import resolve_device
 from fish_speech.errors import UserError
-from fish_speech.fileio import atomic_path, is_temp_file
+from fish_speech.fileio import atomic_path
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 44100
-
 
 def discover_audio(root: Path) -> list[Path]:
-    """Sorted audio files under `root` (the dataset module's discovery when available)."""
-    try:
-        from fish_speech.dataset.discover import find_audio_files
-    except ImportError:  # fallback: same rule (known suffixes, case-insensitive, no temp files)
-        files = (
-            p
-            for p in root.rglob("*")
-            if p.is_file() and p.suffix.lower() in audio_lib.AUDIO_EXTENSIONS and not is_temp_file(p)
-        )
-    else:
-        files = (Path(p) for p in find_audio_files(root))
-    return sorted(files, key=lambda p: p.as_posix())
+    """Sorted audio files under `root` (the dataset module's discovery rule)."""
+    return sorted((Path(p) for p in find_audio_files(root)), key=lambda p: p.as_posix())
 
 
 @dataclass
-class Clip:
+class EncodeJob:
     path: Path
     output: Path
     samples_44k: int  # from the header; exact length is known after decoding
@@ -82,12 +73,12 @@ def plan_clips(
     skipped: list[dict],
     data_dir: Path | None = None,
     output_dir: Path | None = None,
-) -> tuple[list[Clip], list[Path]]:
+) -> tuple[list[EncodeJob], list[Path]]:
     """Split `files` into clips to encode and finished ones; record empty files and name clashes.
 
     Codes go beside each clip, or under `output_dir` at the clip's path relative to `data_dir`.
     """
-    todo: list[Clip] = []
+    todo: list[EncodeJob] = []
     done: list[Path] = []
     owner: dict[Path, Path] = {}
     for path in files:
@@ -108,12 +99,12 @@ def plan_clips(
             _skip(skipped, path, "empty file (0 samples)")
             continue
         n44 = audio_lib.resampled_length(frames, sr, SAMPLE_RATE) if frames > 0 else 0
-        todo.append(Clip(path, out, n44, n44 / SAMPLE_RATE))
+        todo.append(EncodeJob(path, out, n44, n44 / SAMPLE_RATE))
     return todo, done
 
 
 def make_batches(
-    clips: list[Clip], batch_size: int, max_batch_samples: int, max_single: int
+    clips: list[EncodeJob], batch_size: int, max_batch_samples: int, max_single: int
 ) -> list[list[int]]:
     """Length-bucketed batches (longest first): at most `batch_size` clips and `max_batch_samples`
     padded samples each; clips over `max_single` samples (windowed encoding) go alone."""
@@ -136,7 +127,7 @@ def make_batches(
 class AudioDataset(Dataset):
     """Decodes and mono-mixes one clip per item; errors are returned, not raised, so the run goes on."""
 
-    def __init__(self, clips: list[Clip]):
+    def __init__(self, clips: list[EncodeJob]):
         self.clips = clips
 
     def __len__(self) -> int:
@@ -166,22 +157,14 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # decoding is single-threaded; leave the cores to the model
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda requested but no CUDA device is available")
-    return torch.device(device)
-
-
-# Peak activation memory per padded input sample with S1-mini in float32: about 0.95 kB measured on
-# CPU (60 s clip: 3.6 GiB peak with 1.1 GiB of weights); 1.5 kB leaves room for allocator slack.
+# Peak activation memory per padded input sample with S1-mini in float32 (measured on CPU by
+# bench/extract_vq.py), with room for allocator slack.
 ACTIVATION_BYTES_PER_SAMPLE = 1500
 
 
 def default_max_batch_samples(device: torch.device, batch_size: int) -> int:
     """Padded samples per batch. CPU: 4 s, so only short clips share a batch (batching longer clips
-    made CPU encoding ~15 % slower in bench/extract_vq.py, and one clip per call is exactly upstream's
+    made CPU encoding slower in bench/extract_vq.py, and one clip per call is exactly upstream's
     batch-1 arithmetic). GPU: batch_size x 60 s, capped to 60 % of the free memory."""
     if device.type != "cuda":
         return 4 * SAMPLE_RATE
@@ -198,9 +181,9 @@ class HeapMode:
     """Switch glibc between "keep freed blocks on the heap" and its default (fresh mmap per big block).
 
     By default every tensor over 32 MB is a fresh mmap whose pages are faulted in and zeroed on first
-    touch: with S1-mini on CPU that is over a million page faults per 5 s clip, and ~40 % of the run
-    time goes to the kernel. Serving them from the heap makes CPU encoding ~1.6x faster
-    (bench/extract_vq.py) but fragments the heap: a 60 s clip then peaks at 5.1 instead of 4.0 GiB.
+    touch: with S1-mini on CPU a large share of the run time then goes to page faults in the kernel.
+    Serving them from the heap makes CPU encoding faster but fragments the heap, raising the peak memory
+    of long clips (both measured by bench/extract_vq.py; figures in README).
     So it is used for batches of up to 20 s only, and memory is handed back (malloc_trim) before a
     longer batch. Numerics are unchanged. Linux/glibc only (else a no-op).
     """
@@ -281,51 +264,51 @@ class _Encoder:
 def extract_vq(
     data_dir: str | os.PathLike,
     checkpoint_path: str | os.PathLike,
-    output_dir: str | os.PathLike | None = None,
-    batch_size: int = BATCH_SIZE,
-    num_workers: int = 1,
-    device: str = "auto",
-    overwrite: bool = False,
-    shard_index: int = 0,
-    num_shards: int = 1,
-    precision: str = DEFAULT_PRECISION,
+    options: ExtractOptions | None = None,
+    *,
     max_batch_samples: int | None = None,
     model: Codec | None = None,
     progress: bool = True,
+    **settings: Any,
 ) -> dict[str, Any]:
     """Write `<stem>.npy` codes for every audio file under `data_dir`; return a summary dict.
 
-    Codes go beside each clip (upstream's layout), or, with `output_dir`, to `output_dir/<rel>/<stem>.npy`
-    where `<rel>` is the clip's folder relative to `data_dir` (the input folder is then only read).
-
-    `precision` "float32" reproduces upstream's codes; "bfloat16" (CUDA autocast) is faster but
-    may change some codes. `model` reuses an already loaded codec (benchmarks, tests).
+    The settings are an `ExtractOptions` (codec/options.py: defaults and meaning), given whole or as
+    keyword arguments (`batch_size=4`). Codes go beside each clip (upstream's layout), or, with
+    `output_dir`, to `output_dir/<rel>/<stem>.npy`, where `<rel>` is the clip's folder relative to
+    `data_dir` (the input folder is then only read). `model` reuses an already loaded codec (benchmarks,
+    tests).
     """
+    opts = dataclasses.replace(options or ExtractOptions(), **settings)
     start = time.perf_counter()
     root = Path(data_dir)
     if not root.is_dir():
         raise UserError(f"{root}: data folder not found")
-    if batch_size < 1 or num_workers < 0:
-        raise UserError(f"--batch-size must be >= 1 and --num-workers >= 0 (got {batch_size}, {num_workers})")
-    if not (num_shards >= 1 and 0 <= shard_index < num_shards):
-        raise UserError(f"--shard-index must be in [0, {num_shards}) (got {shard_index} of {num_shards})")
-    autocast_dtype = {"float32": None, "bfloat16": torch.bfloat16}.get(precision, "?")
+    if opts.batch_size < 1 or opts.num_workers < 0:
+        raise UserError(
+            f"--batch-size must be >= 1 and --num-workers >= 0 (got {opts.batch_size}, {opts.num_workers})"
+        )
+    if not (opts.num_shards >= 1 and 0 <= opts.shard_index < opts.num_shards):
+        raise UserError(
+            f"--shard-index must be in [0, {opts.num_shards}) (got {opts.shard_index} of {opts.num_shards})"
+        )
+    autocast_dtype = {"float32": None, "bfloat16": torch.bfloat16}.get(opts.precision, "?")
     if autocast_dtype == "?":
-        raise UserError(f"--precision must be float32 or bfloat16 (got {precision})")
-    dev = resolve_device(device)
+        raise UserError(f"--precision must be float32 or bfloat16 (got {opts.precision})")
+    dev = resolve_device(opts.device)
 
-    files = discover_audio(root)[shard_index::num_shards]
+    files = discover_audio(root)[opts.shard_index :: opts.num_shards]
     skipped: list[dict] = []
-    out_root = Path(output_dir) if output_dir is not None else None
-    clips, done = plan_clips(files, overwrite, skipped, root, out_root)
+    out_root = Path(opts.output_dir) if opts.output_dir is not None else None
+    clips, done = plan_clips(files, opts.overwrite, skipped, root, out_root)
     summary: dict[str, Any] = {
         "data_dir": str(root),
         "output_dir": str(out_root) if out_root is not None else None,
         "checkpoint": str(checkpoint_path),
-        "shard_index": shard_index,
-        "num_shards": num_shards,
+        "shard_index": opts.shard_index,
+        "num_shards": opts.num_shards,
         "device": str(dev),
-        "precision": precision,
+        "precision": opts.precision,
         "files": len(files),
         "written": 0,
         "already_done": len(done),
@@ -338,9 +321,9 @@ def extract_vq(
             model = load_codec(checkpoint_path, device=dev, encode_only=True)
         else:
             model = model.to(dev).eval()
-        limit = max_batch_samples or default_max_batch_samples(dev, batch_size)
-        batches = make_batches(clips, batch_size, limit, model.config.max_input_samples)
-        _run(model, dev, autocast_dtype, clips, batches, num_workers, summary, progress)
+        limit = max_batch_samples or default_max_batch_samples(dev, opts.batch_size)
+        batches = make_batches(clips, opts.batch_size, limit, model.config.max_input_samples)
+        _run(model, dev, autocast_dtype, clips, batches, opts.num_workers, summary, progress)
 
     wall = time.perf_counter() - start
     summary["audio_hours"] = summary["audio_seconds"] / 3600
@@ -374,7 +357,7 @@ def _run(
     model: Codec,
     dev: torch.device,
     autocast_dtype: torch.dtype | None,
-    clips: list[Clip],
+    clips: list[EncodeJob],
     batches: list[list[int]],
     num_workers: int,
     summary: dict[str, Any],
@@ -402,7 +385,7 @@ def _run(
     try:
         with bar:
             for items in loader:
-                ready: list[tuple[Clip, torch.Tensor]] = []
+                ready: list[tuple[EncodeJob, torch.Tensor]] = []
                 for item in items:
                     clip = clips[item["index"]]
                     if "error" in item:

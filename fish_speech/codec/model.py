@@ -1,12 +1,12 @@
 """The OpenAudio S1-mini codec ("modded DAC"): causal conv encoder, windowed transformers, residual VQ, decoder.
 
-Written from spec/codec.md. Audio at 44.1 kHz goes through a causal convolutional encoder (hop 512)
+Written from the facts of upstream's modded DAC (`fish_speech/models/dac/`, config `modded_dac_vq`, fish-speech d3df505). Audio at 44.1 kHz goes through a causal convolutional encoder (hop 512)
 whose last block ends in a windowed causal transformer, then the quantizer down-samples by 4 (2048
 samples per code frame), runs another windowed transformer and quantizes with one semantic codebook
 (4096 entries) followed by nine residual codebooks (1024 entries). Module and parameter names mirror
 the keys of upstream's `codec.pth`, so `state_dict()` has exactly the file's layout.
 
-Numerics follow spec §3.6 so that codes are bit-identical with upstream in float32: weight norm via
+Numerics follow upstream's operation order so that codes are bit-identical with upstream in float32: weight norm via
 torch's own kernel, Snake in upstream's operation order, a bf16 RoPE table read from the checkpoint,
 SDPA with one boolean window mask, and the VQ distance in upstream's algebraic form.
 
@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrizations, parametrize
+
+from fish_speech.codec.options import SAMPLE_RATE
 
 # ----------------------------------------------------------------------------- configuration
 
@@ -48,7 +50,7 @@ class TransformerConfig:
 class CodecConfig:
     """Hyper-parameters of the codec. `s1_mini()` is the real model, `tiny()` the golden test model."""
 
-    sample_rate: int = 44100
+    sample_rate: int = SAMPLE_RATE
     encoder_dim: int = 64
     encoder_rates: tuple[int, ...] = (2, 4, 8, 8)
     encoder_transformer_layers: tuple[int, ...] = (0, 0, 0, 4)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from fish_speech.codec.options import BATCH_SIZE, DEFAULT_PRECISION, PRECISIONS
-
 HELP = (
     "encode every audio clip under DATA_DIR with the codec: <stem>.npy (int64, 10 x frames) beside each clip, "
     "or under --output-dir"
@@ -17,6 +15,9 @@ DEFAULT_CHECKPOINT = "checkpoints/openaudio-s1-mini/codec.pth"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from fish_speech.codec.options import ExtractOptions
+    from fish_speech.options import add_option_flags
+
     parser.add_argument("data_dir", metavar="DATA_DIR", help="folder scanned recursively for audio files")
     parser.add_argument(
         "--checkpoint-path",
@@ -25,45 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"codec weights (default {DEFAULT_CHECKPOINT})",
     )
     parser.add_argument(
-        "--output-dir",
-        metavar="CODES",
-        help="write CODES/<rel>/<stem>.npy (rel: the clip's folder under DATA_DIR) instead of beside each "
-        "clip; DATA_DIR is then only read",
-    )
-    parser.add_argument(
         "--config-name",
         default="modded_dac_vq",
         help="accepted for upstream compatibility; the architecture is read from the checkpoint's shapes",
     )
-    parser.add_argument(
-        "--batch-size", type=int, default=BATCH_SIZE, help=f"clips per batch (default {BATCH_SIZE})"
-    )
-    parser.add_argument(
-        "--num-workers",
-        type=int,
-        default=1,
-        help="DataLoader processes decoding audio while the model runs (default 1)",
-    )
-    parser.add_argument(
-        "--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N (default auto)"
-    )
-    parser.add_argument("--overwrite", action="store_true", help="re-encode clips whose .npy already exists")
-    parser.add_argument(
-        "--shard-index", type=int, default=0, metavar="I", help="this process's shard (default 0)"
-    )
-    parser.add_argument(
-        "--num-shards",
-        type=int,
-        default=1,
-        metavar="N",
-        help="number of shards: sorted files[I::N] (default 1)",
-    )
-    parser.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default=DEFAULT_PRECISION,
-        help="float32 reproduces upstream's codes (default); bfloat16 autocast is faster on GPUs but may change codes",
-    )
+    add_option_flags(parser, ExtractOptions)
     parser.add_argument(
         "--report", metavar="PATH.json", help="also write the summary (files, skips with reasons) as JSON"
     )
@@ -73,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from fish_speech.codec.extract_vq import extract_vq
+    from fish_speech.codec.options import ExtractOptions
     from fish_speech.fileio import atomic_write_text
+    from fish_speech.options import options_from_args
 
     if args.config_name != "modded_dac_vq":
         logging.getLogger(__name__).warning(
@@ -81,18 +50,7 @@ def run(args: argparse.Namespace) -> int:
             args.config_name,
             args.checkpoint_path,
         )
-    summary = extract_vq(
-        args.data_dir,
-        args.checkpoint_path,
-        output_dir=args.output_dir,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        device=args.device,
-        overwrite=args.overwrite,
-        shard_index=args.shard_index,
-        num_shards=args.num_shards,
-        precision=args.precision,
-    )
+    summary = extract_vq(args.data_dir, args.checkpoint_path, options_from_args(ExtractOptions, args))
     if args.report:
         atomic_write_text(args.report, json.dumps(summary, indent=2) + "\n")
     skipped = summary["skipped"]

@@ -12,8 +12,6 @@ HELP = (
 )
 log = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg", ".m4a")
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="gs://BUCKET/PREFIX, s3://BUCKET/PREFIX or a local folder")
@@ -44,7 +42,9 @@ def fetch_data(source: str, output: Path, *, allow_patterns: list[str] | None = 
 
 def _log_summary(entries: dict[str, str]) -> None:
     """Speakers, clips and transcripts fetched (the validate step reports per-clip problems)."""
-    stems = {rel.rsplit(".", 1)[0] for rel in entries if rel.lower().endswith(AUDIO_EXTENSIONS)}
+    from fish_speech.audio import AUDIO_EXTENSIONS
+
+    stems = {rel.rsplit(".", 1)[0] for rel in entries if rel.lower().endswith(tuple(AUDIO_EXTENSIONS))}
     labs = {rel.rsplit(".", 1)[0] for rel in entries if rel.endswith(".lab")}
     speakers = {rel.split("/")[0] for rel in stems if "/" in rel}
     log.info("%d speakers, %d clips, %d with a .lab transcript", len(speakers), len(stems), len(stems & labs))

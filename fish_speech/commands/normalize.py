@@ -19,26 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="redo clips whose output already exists")
     from fish_speech.dataset.normalize import Settings
     from fish_speech.dataset.validate import DEFAULT_MAX_SECONDS
+    from fish_speech.options import add_option_flags
 
-    defaults = Settings()
-    parser.add_argument(
-        "--loudness",
-        type=float,
-        default=defaults.loudness,
-        help=f"target integrated loudness, LUFS (default {defaults.loudness:g})",
-    )
-    parser.add_argument(
-        "--peak",
-        type=float,
-        default=defaults.peak,
-        help=f"peak level before loudness scaling, dBFS (default {defaults.peak:g})",
-    )
-    parser.add_argument(
-        "--block-size",
-        type=float,
-        default=defaults.block_size,
-        help=f"loudness gating block, seconds (default {defaults.block_size:g}, BS.1770-4)",
-    )
+    add_option_flags(parser, Settings)  # --loudness, --peak, --block-size
     parser.add_argument(
         "--num-workers",
         type=int,
@@ -62,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from fish_speech.dataset.normalize import Settings, normalize_dir, write_summary
     from fish_speech.errors import UserError
+    from fish_speech.options import options_from_args
 
     if args.num_workers < 1:
         raise UserError(f"--num-workers must be at least 1, got {args.num_workers}")
@@ -70,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     summary = normalize_dir(
         args.input_dir,
         args.output_dir,
-        Settings(loudness=args.loudness, peak=args.peak, block_size=args.block_size),
+        options_from_args(Settings, args),
         clean=args.clean,
         overwrite=args.overwrite,
         num_workers=args.num_workers,

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--num-workers must be at least 1, got {args.num_workers}")
 
     report = validate_dir(args.data_dir, max_seconds=args.max_seconds, num_workers=args.num_workers)
-    write_report(report, args.report, args.json)
+    write_report(report, args.json, args.report)
     s = report.summary()
     print(
         f"{s['clips']} clips: {s['ok']} ok, {s['skipped']} skipped; "

@@ -1,6 +1,6 @@
 """Pack clips (codes + transcripts) into the `*.protos` training stream, one record per group.
 
-Follows upstream's `build_dataset` (spec/data_format.md §1-§3) so the same folder gives the same
+Follows upstream's `build_dataset` (`tools/llama/build_dataset.py`) so the same folder gives the same
 bytes, with these deliberate differences, none of which changes the bytes for a valid folder:
 - groups are written in discovery order whatever the number of workers (upstream's order is
   random with more than one worker);
@@ -14,7 +14,6 @@ bytes, with these deliberate differences, none of which changes the bytes for a 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,16 +23,16 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+# Audio files only matter here to report clips that have no codes yet (extract-vq not run).
+from fish_speech.audio import AUDIO_EXTENSIONS
+from fish_speech.codec.options import SAMPLE_RATE, SAMPLES_PER_FRAME
 from fish_speech.dataset.protos import Semantics, Sentence, TextData, write_protos
 from fish_speech.errors import UserError
 from fish_speech.fileio import atomic_write_text, is_temp_file
+from fish_speech.parallel import imap_in_workers
 
 log = logging.getLogger(__name__)
 
-# Audio files only matter here to report clips that have no codes yet (extract-vq not run).
-AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg", ".m4a", ".wma", ".aac", ".aiff", ".aif", ".aifc")
-SAMPLE_RATE = 44100
-SAMPLES_PER_FRAME = 2048
 MIN_CLIPS_FOR_WORKERS = 256
 FILELIST_LANGUAGES = {"zh": "zh", "jp": "jp", "ja": "jp", "en": "en"}
 
@@ -54,7 +53,7 @@ def clean_build_text(text: str) -> str:
 
 
 @dataclass
-class Clip:
+class PackClip:
     """One clip to pack: its codes file and its cleaned transcript(s), one per text extension."""
 
     codes: Path
@@ -67,11 +66,11 @@ class Group:
 
     source: str  # "folder" or "filelist"
     name: str
-    clips: list[Clip] = field(default_factory=list)
+    clips: list[PackClip] = field(default_factory=list)
 
 
 @dataclass
-class Skip:
+class SkippedClip:
     """A clip left out of the output, and why."""
 
     path: str
@@ -79,14 +78,14 @@ class Skip:
 
 
 @dataclass
-class Summary:
+class BuildSummary:
     """What a build wrote and what it left out."""
 
     groups: int = 0
     sentences: int = 0
     frames: int = 0
     empty_groups: list[str] = field(default_factory=list)
-    skipped: list[Skip] = field(default_factory=list)
+    skipped: list[SkippedClip] = field(default_factory=list)
     shards: list[str] = field(default_factory=list)
     num_codebooks: int | None = None
 
@@ -94,7 +93,7 @@ class Summary:
     def audio_hours(self) -> float:
         return self.frames * SAMPLES_PER_FRAME / SAMPLE_RATE / 3600
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
         data = asdict(self)
         data["audio_hours"] = self.audio_hours
         return data
@@ -147,7 +146,7 @@ def _outside(path: Path, root: Path) -> bool:
     return False
 
 
-def _walk(root: Path, skipped: list[Skip]) -> Iterator[Path]:
+def _files_below(root: Path, skipped: list[SkippedClip]) -> Iterator[Path]:
     """Every file below `root` (paths as given, unresolved); symlinked folders are reported, not followed."""
 
     def fail(e: OSError) -> None:
@@ -157,13 +156,31 @@ def _walk(root: Path, skipped: list[Skip]) -> Iterator[Path]:
         here = Path(dirpath)
         for name in sorted(dirnames):
             if (here / name).is_symlink():
-                skipped.append(Skip(str(here / name), "symbolic link to a folder: not followed"))
+                skipped.append(SkippedClip(str(here / name), "symbolic link to a folder: not followed"))
         for name in filenames:
             yield here / name
 
 
+def _codes_in_folders(
+    root: Path, code_roots: Sequence[Path], skipped: list[SkippedClip]
+) -> dict[Path, tuple[Path, Path]]:
+    """The codes files under `code_roots`, by the path they stand for beside the clips in `root`."""
+    found: dict[Path, tuple[Path, Path]] = {}
+    for code_root in code_roots:
+        for path in _files_below(code_root, skipped):
+            if is_temp_file(path) or not path.is_file() or path.suffix != ".npy":
+                continue
+            beside = root / path.relative_to(code_root)
+            if beside in found:
+                raise UserError(
+                    f"{path.relative_to(code_root)}: codes in two code folders ({found[beside][1]} and {code_root})"
+                )
+            found[beside] = (path, code_root)
+    return found
+
+
 def discover_folder(
-    root: Path, text_extensions: Sequence[str], skipped: list[Skip], code_roots: Sequence[Path] = ()
+    root: Path, text_extensions: Sequence[str], skipped: list[SkippedClip], code_roots: Sequence[Path] = ()
 ) -> list[Group]:
     """Groups of a folder: every clip with codes below it, grouped by parent folder, in sorted order.
 
@@ -173,7 +190,7 @@ def discover_folder(
     """
     found: dict[Path, tuple[Path, Path]] = {}  # path beside the clip -> (codes file, the root it is in)
     others: dict[Path, Path] = {}  # stem -> an audio or transcript file of that stem
-    for path in _walk(root, skipped):
+    for path in _files_below(root, skipped):
         if is_temp_file(path) or not path.is_file():
             continue
         if path.suffix == ".npy":
@@ -182,40 +199,31 @@ def discover_folder(
         elif path.suffix.lower() in AUDIO_EXTENSIONS or path.suffix in text_extensions:
             stem = path.with_suffix("")
             others[stem] = min(others.get(stem, path), path, key=_sort_key)
-    for code_root in code_roots:
-        for path in _walk(code_root, skipped):
-            if is_temp_file(path) or not path.is_file() or path.suffix != ".npy":
-                continue
-            beside = root / path.relative_to(code_root)
-            if beside in found:
-                raise UserError(
-                    f"{path.relative_to(code_root)}: codes in two code folders ({found[beside][1]} and {code_root})"
-                )
-            found[beside] = (path, code_root)
+    found.update(_codes_in_folders(root, code_roots, skipped))
     codes_files = sorted(found, key=_sort_key)
 
     # Clips that have audio or a transcript but no codes: upstream ignores them silently.
     with_codes = {p.with_suffix("") for p in codes_files}
     for stem in sorted(others.keys() - with_codes, key=_sort_key):
-        skipped.append(Skip(str(others[stem]), "no codes (.npy): run extract-vq first"))
+        skipped.append(SkippedClip(str(others[stem]), "no codes (.npy): run extract-vq first"))
 
     groups: dict[Path, Group] = {}
     for beside in codes_files:
         codes, codes_root = found[beside]
         if _outside(codes, codes_root):
-            skipped.append(Skip(str(codes), f"symbolic link to a file outside {codes_root}"))
+            skipped.append(SkippedClip(str(codes), f"symbolic link to a file outside {codes_root}"))
             continue
         texts = _read_texts(beside, text_extensions)
         if isinstance(texts, str):
-            skipped.append(Skip(str(codes), texts))
+            skipped.append(SkippedClip(str(codes), texts))
             continue
         # Group name = the parent folder's name on the path as given (so `--input .` gives "").
         group = groups.setdefault(beside.parent, Group("folder", beside.parent.name))
-        group.clips.append(Clip(codes, texts))
+        group.clips.append(PackClip(codes, texts))
     return list(groups.values())
 
 
-def discover_filelist(filelist: Path, skipped: list[Skip]) -> list[Group]:
+def discover_filelist(filelist: Path, skipped: list[SkippedClip]) -> list[Group]:
     """Groups of a Bert-VITS2 filelist (`path|speaker|language|text` per line), by speaker."""
     try:
         lines = filelist.read_text(encoding="utf-8").splitlines()
@@ -227,7 +235,7 @@ def discover_filelist(filelist: Path, skipped: list[Skip]) -> list[Group]:
         where = f"{filelist}:{number}"
         if len(fields) != 4:
             if line.strip():
-                skipped.append(Skip(where, "filelist line needs 4 fields: path|speaker|language|text"))
+                skipped.append(SkippedClip(where, "filelist line needs 4 fields: path|speaker|language|text"))
             continue
         path, speaker, language, text = fields
         language = language.strip().lower()
@@ -237,17 +245,17 @@ def discover_filelist(filelist: Path, skipped: list[Skip]) -> list[Group]:
         if not audio.exists() and not audio.is_absolute() and (filelist.parent / audio).exists():
             audio = filelist.parent / audio  # also accept paths relative to the filelist
         if not audio.exists():
-            skipped.append(Skip(where, f"listed file {path} does not exist"))
+            skipped.append(SkippedClip(where, f"listed file {path} does not exist"))
             continue
         group = groups.setdefault(speaker, Group("filelist", speaker))
-        group.clips.append(Clip(audio.with_suffix(".npy"), [clean_build_text(text)]))
+        group.clips.append(PackClip(audio.with_suffix(".npy"), [clean_build_text(text)]))
     return list(groups.values())
 
 
 def discover(
     inputs: Sequence[str | os.PathLike],
     text_extensions: Sequence[str],
-    skipped: list[Skip],
+    skipped: list[SkippedClip],
     code_roots: Sequence[str | os.PathLike] = (),
 ) -> list[Group]:
     """Groups of every input (folders or filelists), in the order the inputs are given.
@@ -275,7 +283,7 @@ def discover(
 # Packing (runs in worker processes)
 
 
-def load_codes(path: Path, num_codebooks: int | None) -> np.ndarray | str:
+def try_read_codes(path: Path, num_codebooks: int | None) -> np.ndarray | str:
     """The clip's codes as a (codebooks, frames) integer array, or the reason they are unusable."""
     try:
         codes = np.load(path, allow_pickle=False)
@@ -304,14 +312,14 @@ class PackedGroup:
     name: str
     sentences: int
     frames: int
-    skipped: list[Skip]
+    skipped: list[SkippedClip]
 
 
-def pack_clip(clip: Clip, num_codebooks: int | None) -> tuple[bytes, int] | Skip:
+def pack_clip(clip: PackClip, num_codebooks: int | None) -> tuple[bytes, int] | SkippedClip:
     """One clip as a serialized `Sentence` and its frame count, or the reason it is skipped."""
-    codes = load_codes(clip.codes, num_codebooks)
+    codes = try_read_codes(clip.codes, num_codebooks)
     if isinstance(codes, str):
-        return Skip(str(clip.codes), codes)
+        return SkippedClip(str(clip.codes), codes)
     sentence = Sentence(texts=clip.texts, semantics=[Semantics(values=row) for row in codes.tolist()])
     return sentence.SerializeToString(), int(codes.shape[1])
 
@@ -341,19 +349,14 @@ def assemble_group(group: Group, sentences: Sequence[bytes]) -> bytes:
     return b"".join(parts)
 
 
-def pack_group(group: Group, num_codebooks: int | None) -> PackedGroup:
-    """Load each clip's codes and serialize the group as one `TextData` (in this process)."""
-    return _collect(group, [pack_clip(clip, num_codebooks) for clip in group.clips])
-
-
-def _collect(group: Group, results: Sequence[tuple[bytes, int] | Skip]) -> PackedGroup:
-    kept = [r for r in results if not isinstance(r, Skip)]
-    skipped = [r for r in results if isinstance(r, Skip)]
+def _collect(group: Group, results: Sequence[tuple[bytes, int] | SkippedClip]) -> PackedGroup:
+    kept = [r for r in results if not isinstance(r, SkippedClip)]
+    skipped = [r for r in results if isinstance(r, SkippedClip)]
     record = assemble_group(group, [sentence for sentence, _ in kept])
     return PackedGroup(record, group.name, len(kept), sum(frames for _, frames in kept), skipped)
 
 
-def _pack_task(task: tuple[Clip, int | None]) -> tuple[bytes, int] | Skip:
+def _pack_task(task: tuple[PackClip, int | None]) -> tuple[bytes, int] | SkippedClip:
     return pack_clip(*task)
 
 
@@ -383,17 +386,18 @@ def pack_groups(
     Work is split per clip (not per group), so a single-speaker dataset uses every worker too.
     """
     tasks = [(clip, num_codebooks) for group in groups for clip in group.clips]
-    if num_workers <= 1 or len(tasks) < MIN_CLIPS_FOR_WORKERS:  # a pool costs more than it saves
-        results: Iterator = map(_pack_task, tasks)
-        yield from _regroup(groups, results)
-        return
-    workers = min(num_workers, len(tasks))
+    workers = min(num_workers, len(tasks)) or 1
     chunksize = max(1, min(64, len(tasks) // (workers * 8)))
-    with multiprocessing.get_context("fork" if os.name == "posix" else "spawn").Pool(
-        workers, initializer=_init_worker
-    ) as pool:
-        # imap (not imap_unordered): the output order never depends on the number of workers.
-        yield from _regroup(groups, pool.imap(_pack_task, tasks, chunksize=chunksize))
+    # in order (never as completed): the output never depends on the number of workers
+    results = imap_in_workers(
+        _pack_task,
+        tasks,
+        num_workers,
+        chunksize,
+        min_jobs=MIN_CLIPS_FOR_WORKERS - 1,
+        initializer=_init_worker,
+    )
+    yield from _regroup(groups, results)
 
 
 def _regroup(groups: Sequence[Group], results: Iterator) -> Iterator[PackedGroup]:
@@ -414,7 +418,7 @@ def build_dataset(
     num_codebooks: int | None = None,
     report: str | os.PathLike | None = None,
     codes: Sequence[str | os.PathLike] = (),
-) -> Summary:
+) -> BuildSummary:
     """Discover clips under `inputs`, pack them and write `output/NNNNNNNN.protos`; return the summary.
 
     `num_codebooks` defaults to the row count of the first readable codes file; clips with another
@@ -422,7 +426,7 @@ def build_dataset(
     each clip). Raises `UserError` when nothing usable is found (the previous output is kept).
     """
     text_extensions = [ext if ext.startswith(".") else f".{ext}" for ext in text_extensions]
-    summary = Summary()
+    summary = BuildSummary()
     groups = discover(inputs, text_extensions, summary.skipped, codes)
     if not groups:
         raise UserError(
@@ -453,5 +457,5 @@ def build_dataset(
     if report is not None:
         import json
 
-        atomic_write_text(report, json.dumps(summary.to_json(), indent=2, ensure_ascii=False) + "\n")
+        atomic_write_text(report, json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n")
     return summary

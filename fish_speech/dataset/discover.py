@@ -70,7 +70,7 @@ def _check_root(root: str | os.PathLike) -> Path:
     return root
 
 
-def _walk(root: Path) -> tuple[list[Path], list[Path]]:
+def _walk_audio(root: Path) -> tuple[list[Path], list[Path]]:
     """(audio files, symlinked folders) under root, both sorted; hidden entries skipped."""
     files: list[Path] = []
     linked_dirs: list[Path] = []
@@ -104,7 +104,7 @@ def find_audio_files(root: str | os.PathLike) -> list[Path]:
     """
     root = _check_root(root)
     root_real = root.resolve()
-    files, linked_dirs = _walk(root)
+    files, linked_dirs = _walk_audio(root)
     for d in linked_dirs:
         log.warning("%s: symlinked folder not followed", d)
     kept = []
@@ -132,7 +132,7 @@ def find_clips(data_dir: str | os.PathLike) -> list[Clip]:
     """
     root = _check_root(data_dir)
     root_real = root.resolve()
-    files, linked_dirs = _walk(root)
+    files, linked_dirs = _walk_audio(root)
 
     by_stem: dict[tuple[Path, str], list[Path]] = defaultdict(list)
     for f in files:

@@ -36,7 +36,8 @@ from fish_speech.dataset.validate import (
     validate_clip,
 )
 from fish_speech.errors import UserError
-from fish_speech.fileio import atomic_path, atomic_write_bytes
+from fish_speech.fileio import atomic_path, atomic_write_bytes, check_separate
+from fish_speech.options import option
 from fish_speech.parallel import map_in_workers
 from fish_speech.reports import write_reports
 
@@ -49,9 +50,9 @@ MAX_LOUDNESS_CHANNELS = 5  # BS.1770 channel weights in pyloudnorm cover L, R, C
 class Settings:
     """Targets of the normalisation (fap loudness-norm defaults)."""
 
-    loudness: float = -23.0  # LUFS
-    peak: float = -1.0  # dBFS
-    block_size: float = 0.4  # seconds
+    loudness: float = option(-23.0, "target integrated loudness, LUFS")
+    peak: float = option(-1.0, "peak level before loudness scaling, dBFS")
+    block_size: float = option(0.4, "loudness gating block, seconds (BS.1770-4)")
 
 
 def loudness_normalize(
@@ -178,7 +179,7 @@ def _normalize_star(args: tuple) -> tuple[ClipResult, ClipOutcome | None]:
 
 
 @dataclass
-class Summary:
+class NormalizeSummary:
     """Result of `normalize_dir`: the validation report and one outcome per clip."""
 
     input_dir: str
@@ -256,17 +257,7 @@ def _check_dirs(in_dir: Path, out_dir: Path) -> None:
         raise UserError(
             f"{in_dir}: input folder does not exist" if not in_dir.exists() else f"{in_dir}: not a folder"
         )
-    src, dst = in_dir.resolve(), out_dir.resolve()
-    if dst == src:
-        raise UserError(f"{out_dir}: output folder is the input folder; choose a separate folder")
-    if src in dst.parents:
-        raise UserError(
-            f"{out_dir}: output folder is inside the input folder {in_dir}; choose a folder outside it"
-        )
-    if dst in src.parents:
-        raise UserError(
-            f"{out_dir}: output folder contains the input folder {in_dir}; choose a separate folder"
-        )
+    check_separate(in_dir, out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: exists and is not a folder")
 
@@ -298,7 +289,7 @@ def normalize_dir(
     num_workers: int = 1,
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
     progress: bool = True,
-) -> Summary:
+) -> NormalizeSummary:
     """Validate `in_dir`, then loudness-normalise every usable clip into `out_dir` (same layout, WAV).
 
     `clean` deletes `out_dir` first; otherwise finished outputs are kept unless `overwrite`.
@@ -321,7 +312,7 @@ def normalize_dir(
     done = map_in_workers(_normalize_star, jobs, num_workers, "normalize", progress=progress)
 
     report = Report(os.fspath(in_dir), max_seconds, [result for result, _ in done])
-    summary = Summary(os.fspath(in_dir), os.fspath(out_dir), settings, report)
+    summary = NormalizeSummary(os.fspath(in_dir), os.fspath(out_dir), settings, report)
     for (result, outcome), (clip, dst, *_) in zip(done, jobs, strict=True):
         if outcome is None:  # validation skipped it
             outcome = ClipOutcome(result.path, "skipped", result.reason, result.detail)
@@ -335,7 +326,7 @@ def normalize_dir(
 
 
 def write_summary(
-    summary: Summary, json_path: str | os.PathLike | None, markdown: str | os.PathLike | None
+    summary: NormalizeSummary, json_path: str | os.PathLike | None, markdown: str | os.PathLike | None
 ) -> None:
     """Write the JSON and/or Markdown summary atomically."""
     write_reports(((json_path, summary.to_json), (markdown, summary.to_markdown)))

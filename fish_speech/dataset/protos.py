@@ -1,6 +1,6 @@
 """The `*.protos` stream: length-prefixed `TextData` records, written in shards and read back.
 
-Format (spec/data_format.md §3): a file is a plain concatenation of records; each record is a
+Format (upstream `fish_speech/datasets/protos/`): a file is a plain concatenation of records; each record is a
 4-byte little-endian unsigned length followed by that many bytes of a serialized `TextData`.
 Shards are named `00000000.protos`, `00000001.protos`, ... directly in the output folder; a shard
 is closed once the bytes written to it (prefixes included) exceed the threshold, so a record (one

@@ -1,4 +1,4 @@
-"""Check every clip of a data folder: ok, or skipped with a reason. Reused by normalize and extract-vq.
+"""Check every clip of a data folder: ok, or skipped with a reason. Normalize reuses the checks.
 
 The checks need numpy and soundfile only (no torch), so `fish-speech validate` starts fast.
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fish_speech.audio import AudioInfo, AudioReadError, ResampleError, audio_stats, check_resample_rates
+from fish_speech.codec.options import SAMPLE_RATE
 from fish_speech.dataset.discover import (
     BROKEN_SYMLINK,
     DUPLICATE_STEM,
@@ -34,7 +35,6 @@ MIN_SECONDS = 0.4  # pyloudnorm's 400 ms gating block: fap loudness-norm fails o
 DEFAULT_MAX_SECONDS = 190.0
 SILENCE_DBFS = -60.0
 MAX_LAB_BYTES = 64 * 1024  # a transcript for a clip of a few minutes is a few KB
-CODEC_SAMPLE_RATE = 44100
 CLIPPING_WARN_SHARE = 0.001
 
 # Skip reason codes -> what they mean (the report's legend, and the README's table).
@@ -140,7 +140,7 @@ def validate_clip(
             reasons.append(("non_finite", f"{info.non_finite} NaN or infinite samples"))
         else:
             try:
-                check_resample_rates(info.sample_rate, CODEC_SAMPLE_RATE)
+                check_resample_rates(info.sample_rate, SAMPLE_RATE)
             except ResampleError as e:
                 reasons.append(("sample_rate", str(e)))
             if info.frames < MIN_SECONDS * info.sample_rate:
@@ -317,7 +317,7 @@ def find_clips_or_fail(data_dir: str | os.PathLike) -> list[Clip]:
 
 
 def write_report(
-    report: Report, markdown: str | os.PathLike | None, json_path: str | os.PathLike | None
+    report: Report, json_path: str | os.PathLike | None, markdown: str | os.PathLike | None
 ) -> None:
-    """Write the Markdown and/or JSON report atomically (parent folders are created)."""
-    write_reports(((markdown, report.to_markdown), (json_path, report.to_json)))
+    """Write the JSON and/or Markdown report atomically (parent folders are created)."""
+    write_reports(((json_path, report.to_json), (markdown, report.to_markdown)))

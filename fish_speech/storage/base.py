@@ -36,7 +36,9 @@ class ObjectStore(Protocol):
         ...
 
     def list(self) -> list[RemoteObject]:
-        """Every object under the prefix; UserError if the bucket is missing or access is denied."""
+        """Every object under the prefix, in one attempt; UserError if the bucket is missing or access is
+        denied, TransientError for network trouble. The engine (`transfer.list_objects`) retries and
+        turns an empty listing into an `EmptyPrefixError`: a backend does neither."""
         ...
 
     def download(

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from fish_speech import fileio
 from fish_speech.errors import UserError
 from fish_speech.storage.base import ObjectStore, RemoteObject
 from fish_speech.storage.manifest import (
@@ -22,7 +23,7 @@ from fish_speech.storage.manifest import (
     write_manifest,
     write_state,
 )
-from fish_speech.storage.transfer import download_all, plan_downloads
+from fish_speech.storage.transfer import download_all, list_objects, plan_downloads
 from fish_speech.storage.uri import STORES, StorageURI
 
 log = logging.getLogger(__name__)
@@ -77,11 +78,8 @@ def folder_lock(out_dir: Path) -> Iterator[None]:
 
 def check_separate(uri: StorageURI, out_dir: str | Path) -> None:
     """UserError when a local source and the output folder are the same or one contains the other."""
-    if uri.scheme != "local":
-        return
-    src, out = uri.path.resolve(), Path(out_dir).resolve()
-    if src == out or src.is_relative_to(out) or out.is_relative_to(src):
-        raise UserError(f"{out}: the source {src} and the output folder overlap; use separate folders")
+    if uri.scheme == "local":
+        fileio.check_separate(uri.path, out_dir)
 
 
 def filter_objects(objects: list[RemoteObject], patterns: list[str] | None) -> list[RemoteObject]:
@@ -118,6 +116,24 @@ def _reusable(
     return digests["sha256"]
 
 
+def finish_fetch(
+    out_dir: Path, entries: dict[str, str], previous: dict[str, str], state: dict, source: str
+) -> int:
+    """The end of every fetch (object stores and hf://): remove the files the previous fetch wrote that
+    the source no longer has, then write `MANIFEST.sha256` of `entries` and the fetch state. Returns
+    how many files were removed."""
+    removed = 0
+    for rel in sorted(set(previous) - set(entries)):
+        path = out_dir / rel
+        if path.is_file():
+            log.info("%s: no longer in %s; removing", path, source)
+            path.unlink()
+            removed += 1
+    write_manifest(out_dir, entries)
+    write_state(out_dir, state)
+    return removed
+
+
 def fetch_tree(
     store: ObjectStore,
     out_dir: str | Path,
@@ -134,7 +150,7 @@ def fetch_tree(
     user put there themselves are left alone. Unsafe keys (`..`, absolute) fail before any download.
     """
     out_dir = Path(out_dir)
-    objects = filter_objects(store.list(), allow_patterns)
+    objects = filter_objects(list_objects(store), allow_patterns)
     if not objects:
         raise UserError(f"{store.describe()}: no objects match {allow_patterns}")
     plan = plan_downloads(objects, out_dir)
@@ -171,14 +187,6 @@ def fetch_tree(
         )
         download_all(store, todo, jobs)
 
-        rels = {dest.relative_to(out_dir).as_posix() for _, dest in plan}
-        removed = 0
-        for rel in sorted(set(previous) - rels):
-            path = out_dir / rel
-            if path.is_file():
-                log.info("%s: no longer in %s; removing", path, store.describe())
-                path.unlink()
-                removed += 1
         entries = {
             dest.relative_to(out_dir).as_posix(): sha
             for (_, dest), sha in zip(plan, reuse, strict=True)
@@ -186,7 +194,7 @@ def fetch_tree(
         }
         fresh = [dest.relative_to(out_dir).as_posix() for _, dest in todo]
         entries.update(build_manifest(out_dir, fresh, jobs))
-        write_manifest(out_dir, entries)
         versions = {dest.relative_to(out_dir).as_posix(): obj.version for obj, dest in plan if obj.version}
-        write_state(out_dir, {"source": source, "versions": versions} if versions else {"source": source})
+        state = {"source": source, "versions": versions} if versions else {"source": source}
+        removed = finish_fetch(out_dir, entries, previous, state, store.describe())
     return FetchResult(out_dir, entries, downloaded=len(todo), reused=len(plan) - len(todo), removed=removed)

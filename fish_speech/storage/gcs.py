@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 from fish_speech.errors import UserError
 from fish_speech.storage.base import RemoteObject, TransientError
-from fish_speech.storage.transfer import list_objects
+from fish_speech.storage.transfer import call_translated
 from fish_speech.storage.uri import StorageURI
 
 log = logging.getLogger(__name__)
@@ -72,34 +72,36 @@ class GCSStore:
             self._local.client = client
         return client
 
-    def _call(self, fn: Callable[[], object], what: str):
+    def _translate(self, e: Exception, what: str) -> Exception:
+        """Map a client exception to UserError (not worth retrying) or TransientError."""
         import google.api_core.exceptions as gexc
         import google.auth.exceptions
         import requests
 
-        try:
-            return fn()
-        except gexc.NotFound as e:
-            raise UserError(f"{what}: not found (does bucket {self.uri.bucket!r} exist?)") from e
-        except (gexc.Forbidden, gexc.Unauthorized, google.auth.exceptions.RefreshError) as e:
-            raise UserError(
+        if isinstance(e, gexc.NotFound):
+            return UserError(f"{what}: not found (does bucket {self.uri.name!r} exist?)")
+        if isinstance(e, gexc.Forbidden | gexc.Unauthorized | google.auth.exceptions.RefreshError):
+            return UserError(
                 f"{what}: access denied ({type(e).__name__}); check the service account's roles "
                 "(roles/storage.objectViewer to read, objectAdmin to publish) and GOOGLE_APPLICATION_CREDENTIALS"
-            ) from e
-        except (
+            )
+        transient = (
             gexc.ServerError,
             gexc.TooManyRequests,
             requests.exceptions.RequestException,
             google.auth.exceptions.TransportError,
             ConnectionError,
             TimeoutError,
-        ) as e:
-            raise TransientError(f"{type(e).__name__}: {e}") from e
+        )
+        return TransientError(f"{type(e).__name__}: {e}") if isinstance(e, transient) else e
+
+    def _call(self, fn: Callable[[], object], what: str):
+        return call_translated(fn, what, self._translate)
 
     def list(self) -> list[RemoteObject]:
         def listing() -> list[RemoteObject]:
             out = []
-            for b in self._client().list_blobs(self.uri.bucket, prefix=self.uri.prefix or None):
+            for b in self._client().list_blobs(self.uri.name, prefix=self.uri.prefix or None):
                 if b.name.endswith("/"):
                     continue  # folder placeholder objects
                 md5 = md5_hex_from_base64(b.md5_hash)  # composite objects have none
@@ -114,19 +116,19 @@ class GCSStore:
                 )
             return out
 
-        return list_objects(self, lambda: self._call(listing, self.describe()))
+        return self._call(listing, self.describe())
 
     def download(
         self, obj: RemoteObject, out: BinaryIO, offset: int, progress: Callable[[int], None]
     ) -> None:
-        blob = self._client().bucket(self.uri.bucket).blob(obj.key)
+        blob = self._client().bucket(self.uri.name).blob(obj.key)
         # Ranged reads cannot be checked by the client: the transfer engine checks the whole file's md5.
         self._call(
             lambda: blob.download_to_file(_Counting(out, progress), start=offset or None, checksum=None),
-            f"gs://{self.uri.bucket}/{obj.key}",
+            f"gs://{self.uri.name}/{obj.key}",
         )
 
     def upload(self, path: os.PathLike, rel: str) -> None:
         key = self.uri.key(rel)
-        blob = self._client().bucket(self.uri.bucket).blob(key)
-        self._call(lambda: blob.upload_from_filename(os.fspath(path)), f"gs://{self.uri.bucket}/{key}")
+        blob = self._client().bucket(self.uri.name).blob(key)
+        self._call(lambda: blob.upload_from_filename(os.fspath(path)), f"gs://{self.uri.name}/{key}")

@@ -10,23 +10,20 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
 
 from fish_speech.errors import UserError
-from fish_speech.fileio import atomic_path
+from fish_speech.fileio import link_or_copy
 from fish_speech.storage.base import TransientError
-from fish_speech.storage.fetch import FetchResult, folder_lock
+from fish_speech.storage.fetch import FetchResult, finish_fetch, folder_lock
 from fish_speech.storage.manifest import (
     MANIFEST_NAME,
     build_manifest,
     list_files,
     read_manifest,
-    write_manifest,
-    write_state,
 )
 from fish_speech.storage.safepath import safe_join
-from fish_speech.storage.transfer import retry
+from fish_speech.storage.transfer import call_translated, retry
 from fish_speech.storage.uri import StorageURI
 
 log = logging.getLogger(__name__)
@@ -54,7 +51,7 @@ def _explain(e: Exception, uri: StorageURI) -> Exception:
     import httpx2
     from huggingface_hub import errors as hfe
 
-    repo = uri.bucket
+    repo = uri.name
     if isinstance(e, hfe.GatedRepoError):
         return UserError(
             f"{uri}: gated repository. Log in at https://huggingface.co/{repo}, accept its licence, create a read "
@@ -87,31 +84,7 @@ def _explain(e: Exception, uri: StorageURI) -> Exception:
 
 
 def _call(fn, uri: StorageURI):
-    try:
-        return fn()
-    except Exception as e:
-        translated = _explain(e, uri)
-        if translated is e:
-            raise
-        raise translated from e
-
-
-def _link_or_copy(src: Path, dest: Path) -> bool:
-    """Put `src` (a file in the HF cache) at `dest`: a hard link when possible (no extra disk), else an
-    atomic copy. Returns False when `dest` already was that file."""
-    if dest.is_file() and os.path.samefile(src, dest):
-        return False
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".tmp-{dest.name}.link")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:  # another filesystem, or links not allowed
-        with atomic_path(dest) as copy:
-            shutil.copyfile(src, copy)
-        return True
-    os.replace(tmp, dest)
-    return True
+    return call_translated(fn, str(uri), lambda e, _: _explain(e, uri))
 
 
 def fetch_hf(
@@ -128,7 +101,7 @@ def fetch_hf(
 
     def download() -> str:
         return snapshot_download(
-            uri.bucket,
+            uri.name,
             revision=uri.revision,
             allow_patterns=allow_patterns,
             max_workers=jobs,
@@ -145,7 +118,7 @@ def fetch_hf(
     with folder_lock(out_dir):
         placed = 0
         for rel in files:
-            placed += _link_or_copy((snapshot / rel).resolve(), safe_join(out_dir, rel, "repository file"))
+            placed += link_or_copy((snapshot / rel).resolve(), safe_join(out_dir, rel, "repository file"))
 
         # The cache names each LFS blob (the weights) by its sha256, as the Hub reported it: check the copies.
         expected = {}
@@ -166,11 +139,11 @@ def fetch_hf(
             )
             path = _call(
                 lambda rel=rel: hf_hub_download(
-                    uri.bucket, rel, revision=commit, force_download=True, **settings
+                    uri.name, rel, revision=commit, force_download=True, **settings
                 ),
                 uri,
             )
-            _link_or_copy(Path(path).resolve(), out_dir / rel)
+            link_or_copy(Path(path).resolve(), out_dir / rel)
             entries[rel] = build_manifest(out_dir, [rel], 1)[rel]
             if entries[rel] != expected[rel]:
                 raise UserError(
@@ -178,13 +151,7 @@ def fetch_hf(
                 )
 
         previous = read_manifest(out_dir) or {}
-        removed = 0
-        for rel in sorted(set(previous) - set(entries)):
-            if (out_dir / rel).is_file():
-                (out_dir / rel).unlink()
-                removed += 1
-        write_manifest(out_dir, entries)
-        write_state(out_dir, {"source": str(uri), "commit": commit})
+        removed = finish_fetch(out_dir, entries, previous, {"source": str(uri), "commit": commit}, str(uri))
     log.info("%s: commit %s, %d files in %s", uri, commit, len(files), out_dir)
     return FetchResult(out_dir, entries, downloaded=placed, reused=len(files) - placed, removed=removed)
 
@@ -203,14 +170,14 @@ def publish_hf(
 
     settings = hub_settings()
     if not settings["token"]:
-        raise UserError(f"{uri}: publishing needs HF_TOKEN (a token with write access to {uri.bucket})")
+        raise UserError(f"{uri}: publishing needs HF_TOKEN (a token with write access to {uri.name})")
     api = HfApi(endpoint=settings["endpoint"], token=settings["token"])
 
     def upload() -> str:
-        api.create_repo(uri.bucket, private=private, exist_ok=True)
+        api.create_repo(uri.name, private=private, exist_ok=True)
         operations = [CommitOperationAdd(rel, str(Path(src_dir) / rel)) for rel in files]
         operations.append(CommitOperationAdd(MANIFEST_NAME, manifest))
-        info = api.create_commit(uri.bucket, operations, commit_message=message, revision=uri.revision)
+        info = api.create_commit(uri.name, operations, commit_message=message, revision=uri.revision)
         return str(info.commit_url)
 
     return retry(lambda: _call(upload, uri), f"publish to {uri}")

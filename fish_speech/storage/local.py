@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from fish_speech.fileio import atomic_path
+from fish_speech.fileio import atomic_path, sha256_file
 from fish_speech.storage.base import EmptyPrefixError, RemoteObject
-from fish_speech.storage.manifest import list_files, sha256_file
+from fish_speech.storage.manifest import list_files
 
 _CHUNK = 4 << 20
 

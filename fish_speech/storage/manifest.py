@@ -14,11 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fish_speech.errors import UserError
-from fish_speech.fileio import atomic_write_text, is_temp_file
+from fish_speech.fileio import atomic_write_text, is_temp_file, sha256_file
+from fish_speech.layout import MANIFEST_FILE
 
 log = logging.getLogger(__name__)
 
-MANIFEST_NAME = "MANIFEST.sha256"
+MANIFEST_NAME = MANIFEST_FILE
 STATE_NAME = ".fetch.json"  # where a fetch came from (not part of the content)
 _EXCLUDED = {MANIFEST_NAME, STATE_NAME}
 _CHUNK = 4 << 20
@@ -32,11 +33,6 @@ def hash_file(path: str | os.PathLike, algorithms: tuple[str, ...] = ("sha256",)
             for h in hashes.values():
                 h.update(chunk)
     return {a: h.hexdigest() for a, h in hashes.items()}
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of one file."""
-    return hash_file(path)["sha256"]
 
 
 def list_files(root: str | os.PathLike) -> list[str]:

@@ -10,7 +10,7 @@ from fish_speech.errors import UserError
 from fish_speech.storage.base import EmptyPrefixError
 from fish_speech.storage.fetch import check_separate, open_store
 from fish_speech.storage.manifest import MANIFEST_NAME, build_manifest, format_manifest, hash_file
-from fish_speech.storage.transfer import upload_all
+from fish_speech.storage.transfer import list_objects, upload_all
 from fish_speech.storage.uri import StorageURI
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def publish_dir(
     check_separate(uri, src)
     store = open_store(uri, jobs)
     try:
-        existing = {o.rel: o for o in store.list()}
+        existing = {o.rel: o for o in list_objects(store)}
     except EmptyPrefixError:
         existing = {}
     todo = []

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from fish_speech.errors import UserError
 from fish_speech.storage.base import RemoteObject, TransientError
-from fish_speech.storage.transfer import list_objects
+from fish_speech.storage.transfer import call_translated
 from fish_speech.storage.uri import StorageURI
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ class S3Store:
 
         if isinstance(e, S3Error):
             if e.code in _MISSING_CODES:
-                thing = f"bucket {self.uri.bucket!r}" if e.code == "NoSuchBucket" else f"object {what}"
+                thing = f"bucket {self.uri.name!r}" if e.code == "NoSuchBucket" else f"object {what}"
                 return UserError(f"{what}: {thing} does not exist at {self.endpoint} ({e.code})")
             if e.code in _CREDENTIAL_CODES:
                 return UserError(
@@ -117,18 +117,12 @@ class S3Store:
         return e
 
     def _call(self, fn: Callable[[], object], what: str):
-        try:
-            return fn()
-        except Exception as e:
-            translated = self._translate(e, what)
-            if translated is e:
-                raise
-            raise translated from e
+        return call_translated(fn, what, self._translate)
 
     def list(self) -> list[RemoteObject]:
         def listing() -> list[RemoteObject]:
             out = []
-            for o in self.client.list_objects(self.uri.bucket, prefix=self.uri.prefix, recursive=True):
+            for o in self.client.list_objects(self.uri.name, prefix=self.uri.prefix, recursive=True):
                 if o.is_dir or o.object_name.endswith("/"):
                     continue  # folder placeholder objects
                 etag = (o.etag or "").strip('"').lower()
@@ -141,13 +135,13 @@ class S3Store:
                 )
             return out
 
-        return list_objects(self, lambda: self._call(listing, self.describe()))
+        return self._call(listing, self.describe())
 
     def download(
         self, obj: RemoteObject, out: BinaryIO, offset: int, progress: Callable[[int], None]
     ) -> None:
         def fetch() -> None:
-            response = self.client.get_object(self.uri.bucket, obj.key, offset=offset)
+            response = self.client.get_object(self.uri.name, obj.key, offset=offset)
             try:
                 for chunk in response.stream(_CHUNK):
                     out.write(chunk)
@@ -156,11 +150,11 @@ class S3Store:
                 response.close()
                 response.release_conn()
 
-        self._call(fetch, f"s3://{self.uri.bucket}/{obj.key}")
+        self._call(fetch, f"s3://{self.uri.name}/{obj.key}")
 
     def upload(self, path: os.PathLike, rel: str) -> None:
         key = self.uri.key(rel)
         self._call(
-            lambda: self.client.fput_object(self.uri.bucket, key, os.fspath(path)),
-            f"s3://{self.uri.bucket}/{key}",
+            lambda: self.client.fput_object(self.uri.name, key, os.fspath(path)),
+            f"s3://{self.uri.name}/{key}",
         )

@@ -38,14 +38,29 @@ class ChecksumError(TransientError):
     """A completed download does not match the store's size or checksum."""
 
 
-def list_objects(store: ObjectStore, listing: Callable[[], list[RemoteObject]]) -> list[RemoteObject]:
-    """Run a store's `listing` with retries; an empty prefix is an `EmptyPrefixError` naming the location."""
-    objects = retry(listing, f"list {store.describe()}")
+def list_objects(store: ObjectStore) -> list[RemoteObject]:
+    """`store.list()` with retries; an empty prefix is an `EmptyPrefixError` naming the location.
+
+    The one way the engine lists a store: backends list once and leave retries and this check to it.
+    """
+    objects = retry(store.list, f"list {store.describe()}")
     if not objects:
         raise EmptyPrefixError(
             f"{store.describe()}: no objects under this prefix (wrong bucket path or prefix?)"
         )
     return objects
+
+
+def call_translated(fn: Callable[[], T], what: str, translate: Callable[[Exception, str], Exception]) -> T:
+    """Call `fn`; an exception that `translate(e, what)` maps to another one (UserError: not worth
+    retrying, TransientError: worth it) is raised as that one, chained. Each backend has a `translate`."""
+    try:
+        return fn()
+    except Exception as e:
+        translated = translate(e, what)
+        if translated is e:
+            raise
+        raise translated from e
 
 
 def retry(fn: Callable[[], T], what: str, attempts: int | None = None, base_delay: float | None = None) -> T:

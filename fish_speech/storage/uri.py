@@ -25,10 +25,10 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 
 @dataclass(frozen=True)
 class StorageURI:
-    """A parsed location. `bucket` is the bucket or Hugging Face repo id; `path` the local path."""
+    """A parsed location: `name` is the bucket or Hugging Face repo id, `path` the local path."""
 
     scheme: str  # "hf" | "gs" | "s3" | "local" | "tiny"
-    bucket: str = ""
+    name: str = ""  # the bucket, or the Hugging Face repo id (ORG/NAME)
     prefix: str = ""  # object-key prefix without leading '/', '' or ending in '/'
     revision: str | None = None
     path: Path | None = None
@@ -48,8 +48,8 @@ class StorageURI:
         if self.scheme == "tiny":
             return "tiny"
         if self.scheme == "hf":
-            return f"hf://{self.bucket}" + (f"@{self.revision}" if self.revision else "")
-        return f"{self.scheme}://{self.bucket}/{self.prefix}"
+            return f"hf://{self.name}" + (f"@{self.revision}" if self.revision else "")
+        return f"{self.scheme}://{self.name}/{self.prefix}"
 
 
 def is_object_store(text: str) -> bool:
@@ -80,11 +80,11 @@ def parse_uri(text: str, revision: str | None = None) -> StorageURI:
             raise UserError(
                 f"{text}: expected hf://ORG/NAME[@REVISION], e.g. hf://fishaudio/openaudio-s1-mini"
             )
-        return StorageURI("hf", bucket=repo, revision=revision or rev or None)
+        return StorageURI("hf", name=repo, revision=revision or rev or None)
     if revision:
         raise UserError(f"{text}: --revision only applies to hf:// sources")
     bucket, _, prefix = rest.partition("/")
     if not _BUCKET.match(bucket):
         raise UserError(f"{text}: {bucket!r} is not a valid bucket name")
     prefix = prefix.strip("/")
-    return StorageURI(scheme, bucket=bucket, prefix=prefix + "/" if prefix else "")
+    return StorageURI(scheme, name=bucket, prefix=prefix + "/" if prefix else "")

@@ -1,4 +1,4 @@
-"""Text-to-semantic checkpoint directories: check, load and write (spec: text2semantic.md §1, §6).
+"""Text-to-semantic checkpoint directories: check, load and write (upstream: the release folder and `DualARTransformer.from_pretrained`).
 
 A checkpoint dir holds `model.pth` (plain state dict), `config.json`, `tokenizer.tiktoken` and
 `special_tokens.json` (plus `codec.pth`, which this side never opens). Loading is strict: every
@@ -15,21 +15,17 @@ import torch
 
 from fish_speech.errors import UserError
 from fish_speech.fileio import atomic_path, atomic_write_text
+from fish_speech.layout import CONFIG_FILE, MODEL_FILE, TEXT2SEMANTIC_FILES
+from fish_speech.tensors import load_tensors
 from fish_speech.text2semantic.model import DualARTransformer, ModelConfig
 from fish_speech.text2semantic.tokenizer import (
-    SPECIAL_TOKENS_FILE,
-    TOKENIZER_FILE,
     FishTokenizer,
-    write_tiny_tokenizer,
 )
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.pth"
-CONFIG_FILE = "config.json"
-CODEC_FILE = "codec.pth"
 # Files the text-to-semantic side reads from a checkpoint dir (codec.pth belongs to the codec).
-REQUIRED_FILES: tuple[str, ...] = (MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, SPECIAL_TOKENS_FILE)
+REQUIRED_FILES = TEXT2SEMANTIC_FILES
 # dtype of upstream's released model.pth
 CHECKPOINT_DTYPE = torch.bfloat16
 
@@ -72,18 +68,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     fuses a legacy `attention.wq/wk/wv` layout into `attention.wqkv`.
     """
     path = Path(path)
-    try:
-        obj = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path}: model file not found") from None
-    except Exception as e:  # corrupt zip, pickle with forbidden globals, ...
-        raise UserError(f"{path}: cannot load model weights: {e}") from None
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(
-        isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()
-    ):
-        raise UserError(f"{path}: expected a state dict (name -> tensor)")
+    obj = load_tensors(path, "model weights")
     if obj and next(iter(obj)).startswith("model."):
         obj = {k.removeprefix("model."): v for k, v in obj.items()}
     state = {k: v for k, v in obj.items() if "audio_" not in k}
@@ -185,27 +170,6 @@ def write_config(directory: str | os.PathLike, config: ModelConfig) -> None:
     atomic_write_text(Path(directory) / CONFIG_FILE, config.to_json_text())
 
 
-def write_random_t2s(out_dir: str | os.PathLike, config: ModelConfig | None = None, seed: int = 0) -> Path:
-    """Write a random checkpoint in the real layout (bf16 `model.pth`, `config.json`, tokenizer files).
-
-    The default config is the tiny one of the golden vectors (vocab 4672 over a 512-rank tokenizer).
-    `codec.pth` is not written (the codec side does that). Deterministic for a given seed.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    config = config or ModelConfig.tiny()
-    tokenizer = write_tiny_tokenizer(out)
-    if tokenizer.total_tokens > config.vocab_size:
-        raise ValueError(f"vocab_size {config.vocab_size} < tokenizer size {tokenizer.total_tokens}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = DualARTransformer(config, tokenizer.semantic_begin_id, tokenizer.semantic_id_end)
-    save_state_dict(out / MODEL_FILE, {k: v.to(CHECKPOINT_DTYPE) for k, v in model.state_dict().items()})
-    write_config(out, config)
-    log.info("wrote random text-to-semantic checkpoint to %s", out)
-    return out
-
-
 def reference_outputs(
     model: DualARTransformer, inputs: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None
 ) -> dict[str, torch.Tensor]:
@@ -219,39 +183,3 @@ def reference_outputs(
         generate_logits, hidden = model.forward_generate(inputs)
     outs = {"": token_logits, ".codebook": codebook_logits, ".generate": generate_logits, ".hidden": hidden}
     return {k: v.float().cpu() for k, v in outs.items()}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m fish_speech.text2semantic.checkpoint CKPT INPUTS.npy OUT.npy --labels L --attention-mask M`.
-
-    Writes OUT.npy, OUT.codebook.npy, OUT.generate.npy and OUT.hidden.npy like upstream's parity script,
-    for comparing logits on any checkpoint (e.g. random full-size weights on a GPU).
-    """
-    import argparse
-
-    import numpy as np
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("checkpoint_dir")
-    parser.add_argument("inputs")
-    parser.add_argument("out")
-    parser.add_argument("--labels", required=True)
-    parser.add_argument("--attention-mask")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    model = load_model(args.checkpoint_dir, device=args.device, dtype=getattr(torch, args.dtype))
-    load = lambda p: torch.from_numpy(np.load(p)).to(args.device)  # noqa: E731
-    mask = load(args.attention_mask) if args.attention_mask else None
-    outs = reference_outputs(model, load(args.inputs), load(args.labels), mask)
-    stem = args.out.removesuffix(".npy")
-    for suffix, value in outs.items():
-        with atomic_path(f"{stem}{suffix}.npy", suffix=".npy") as tmp:
-            np.save(tmp, value.numpy())
-        log.info("wrote %s%s.npy %s", stem, suffix, tuple(value.shape))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

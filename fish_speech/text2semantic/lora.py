@@ -1,12 +1,12 @@
 """LoRA for the DualAR text-to-semantic model, with `peft`, in upstream's checkpoint naming.
 
 Upstream (d3df505, `loralib`) adapts, in the `r_8_alpha_16` config, the three embedding tables, both
-output heads and every `wqkv`, `wo`, `w1`, `w2`, `w3` of the slow and fast blocks (spec §8). `peft`
+output heads and every `wqkv`, `wo`, `w1`, `w2`, `w3` of the slow and fast blocks (`fish_speech/models/text2semantic/lora.py`). `peft`
 wraps exactly the same layers when given the same names, keeps the loaded base weights (upstream
 re-randomised them, a bug we do not copy) and has the same maths: Linear `y = Wx + s·B(A(drop(x)))`,
 Embedding `y = W[ids] + s·(Aᵀ[ids])Bᵀ` without dropout, `s = alpha / r`.
 
-Checkpoints use upstream's names (`model.<path>.lora_A` / `lora_B`, spec §9), so upstream's
+Checkpoints use upstream's names (`model.<path>.lora_A` / `lora_B`, as upstream's `lit_module.py` saves them), so upstream's
 `merge_lora` reads ours and ours reads upstream's. Training glue only: the model file knows nothing
 of LoRA.
 """
@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from fish_speech.errors import UserError
+from fish_speech.tensors import read_checkpoint
 from fish_speech.text2semantic.options import DEFAULT_LORA_CONFIG
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class LoraSpec:
         }
 
 
-# upstream's fish_speech/configs/lora/*.yaml (spec §8, §12)
+# upstream's fish_speech/configs/lora/*.yaml
 LORA_CONFIGS: dict[str, LoraSpec] = {
     DEFAULT_LORA_CONFIG: LoraSpec(
         DEFAULT_LORA_CONFIG,
@@ -255,12 +256,7 @@ def base_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 def read_lora_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a LoRA checkpoint (ours, or upstream's Lightning `.ckpt`); return upstream-named tensors."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: LoRA checkpoint not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated or not a torch file
-        raise UserError(f"{path}: cannot read LoRA checkpoint ({type(e).__name__}: {e})") from e
+    obj = read_checkpoint(path, "LoRA checkpoint", mmap=False)
     if isinstance(obj, Mapping) and "state_dict" in obj:
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):

@@ -1,4 +1,4 @@
-"""Training loss of the DualAR model (spec §7): token cross-entropy + codebook cross-entropy.
+"""Training loss of the DualAR model (upstream `TextToSemantic._step`, `lit_module.py`): token cross-entropy + codebook cross-entropy.
 
 `loss = base_loss + semantic_loss`, unweighted, as upstream. `base_loss` is the cross-entropy of the
 slow transformer's token logits against row 0 of the labels; `semantic_loss` that of the fast

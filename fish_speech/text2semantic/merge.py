@@ -1,4 +1,4 @@
-"""Fold LoRA adapters into the base weights: a full checkpoint dir in the base layout (spec §10).
+"""Fold LoRA adapters into the base weights: a full checkpoint dir in the base layout (upstream: `tools/llama/merge_lora.py`).
 
 Unlike upstream's `merge_lora`, the output keeps the base weights as loaded (not re-randomised),
 has one dtype (the base file's unless asked otherwise; the sum is formed in float32 and rounded
@@ -9,7 +9,6 @@ LoRA `.ckpt` files or ours, or `best` / `last` / `earliest` / `step_N` of a trai
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -21,7 +20,8 @@ from typing import Any
 import torch
 
 from fish_speech.errors import UserError
-from fish_speech.fileio import atomic_path, atomic_write_text
+from fish_speech.fileio import atomic_path, atomic_write_text, link_or_copy, sha256_file
+from fish_speech.tensors import read_checkpoint
 from fish_speech.text2semantic.options import DEFAULT_LORA_CONFIG
 
 log = logging.getLogger(__name__)
@@ -71,10 +71,8 @@ def merge_lora(
     `dtype`: `base` (the dtype of the base `model.pth`), `float32` or `bfloat16`. A rerun with the same
     inputs finds `merge_info.json` and does nothing.
     """
+    from fish_speech.layout import CODEC_FILE, CONFIG_FILE, MODEL_FILE
     from fish_speech.text2semantic.checkpoint import (
-        CODEC_FILE,
-        CONFIG_FILE,
-        MODEL_FILE,
         REQUIRED_FILES,
         check_dir,
         check_state_dict,
@@ -97,9 +95,9 @@ def merge_lora(
 
     fingerprint = {
         "base_weight": str(base.resolve()),
-        "base_model_sha256": _sha256(base / MODEL_FILE),
+        "base_model_sha256": sha256_file(base / MODEL_FILE),
         "lora_weight": str(lora_path.resolve()),
-        "lora_sha256": _sha256(lora_path),
+        "lora_sha256": sha256_file(lora_path),
         "lora_config": spec.to_dict(),
         "dtype": dtype,
     }
@@ -119,9 +117,10 @@ def merge_lora(
     save_state_dict(out / MODEL_FILE, merged)
     for name in REQUIRED_FILES:
         if name != MODEL_FILE:
-            _copy(base / name, out / name)
+            with atomic_path(out / name) as tmp:
+                shutil.copyfile(base / name, tmp)
     if (base / CODEC_FILE).is_file():
-        _copy(base / CODEC_FILE, out / CODEC_FILE, link=True)
+        link_or_copy(base / CODEC_FILE, out / CODEC_FILE)  # codec.pth is large: no second copy
     else:
         log.warning("%s: no %s to carry over; the merged folder lacks the codec", base, CODEC_FILE)
 
@@ -142,10 +141,7 @@ def merge_lora(
 
 def _check_recorded_config(lora_path: Path, spec) -> None:
     """Our checkpoints record their LoRA config: a different alpha/rank is a clear error, not bad weights."""
-    try:
-        obj = torch.load(lora_path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"{lora_path}: cannot read LoRA checkpoint ({type(e).__name__}: {e})") from e
+    obj = read_checkpoint(lora_path, "LoRA checkpoint")  # memory-mapped: only the record is read
     recorded = obj.get("fish_speech", {}).get("lora_config") if isinstance(obj, dict) else None
     if recorded and (int(recorded["r"]), float(recorded["alpha"])) != (spec.r, float(spec.alpha)):
         raise UserError(
@@ -170,26 +166,3 @@ def _is_done(out: Path, info_path: Path, fingerprint: dict[str, Any], required: 
         done = json.loads(info_path.read_text(encoding="utf-8"))
         return all(done.get(k) == v for k, v in fingerprint.items())
     return False
-
-
-def _copy(src: Path, dst: Path, link: bool = False) -> None:
-    """Copy atomically; with `link`, hard-link when possible (codec.pth is ~1.9 GB)."""
-    if link:
-        tmp = dst.with_name(f".tmp-{dst.name}.link")
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(src, tmp)
-            os.replace(tmp, dst)
-            return
-        except OSError:  # another filesystem, or links not allowed: copy instead
-            tmp.unlink(missing_ok=True)
-    with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

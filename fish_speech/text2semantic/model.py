@@ -1,4 +1,4 @@
-"""DualAR text-to-semantic transformer of Fish Speech / OpenAudio S1-mini (spec: text2semantic.md §2, §4, §5).
+"""DualAR text-to-semantic transformer of Fish Speech / OpenAudio S1-mini (upstream: `fish_speech/models/text2semantic/llama.py`, `DualARTransformer`).
 
 A "slow" decoder-only transformer reads the token sequence (text tokens, and at audio positions the
 semantic token plus the sum of the frame's codebook embeddings) and predicts the next token; a small
@@ -437,7 +437,7 @@ class DualARTransformer(nn.Module):
         return (token_ids >= self.semantic_begin_id) & (token_ids <= self.semantic_end_id)
 
     def embed(self, inp: Tensor, scale_semantic: bool = False) -> Tensor:
-        """Input embedding of `inp` `(B, C+1, T)` (§5.1): token embedding + codebook sum at audio positions.
+        """Input embedding of `inp` `(B, C+1, T)` (upstream `DualARTransformer.embed`): token embedding + codebook sum at audio positions.
 
         `scale_semantic` divides the whole sum at audio positions by √(C+1): upstream's inference path
         does this when `scale_codebook_embeddings` is set; its training path never does.
@@ -495,7 +495,7 @@ class DualARTransformer(nn.Module):
     def forward(
         self, inp: Tensor, labels: Tensor, key_padding_mask: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        """Training forward (§5.3): (token logits `(B, T, V)`, codebook logits `(N, C, codebook_size)`).
+        """Training forward (upstream `DualARTransformer.forward`): (token logits `(B, T, V)`, codebook logits `(N, C, codebook_size)`).
 
         `inp`, `labels`: `(B, C+1, T)` int64 (labels -100 = ignore); `key_padding_mask` `(B, T)` True at
         padding. The N rows are the positions whose row-0 label is a semantic token, in row-major (b, t)

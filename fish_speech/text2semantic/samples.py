@@ -1,4 +1,4 @@
-"""Training samples for the text-to-semantic model (spec: data_format.md §5-6).
+"""Training samples for the text-to-semantic model (upstream: `fish_speech/datasets/semantic.py` and `fish_speech/content_sequence.py`).
 
 A protos group (one speaker's clips) becomes samples of consecutive sentences; each sentence is the
 fixed prompt template with its transcript followed by its semantic tokens, shifted by one for
@@ -35,7 +35,7 @@ _COMMAS = re.compile(r",{2,}")
 
 
 def clean_text(text: str) -> str:
-    """Sample-time cleaning (§5.3): strip, straighten curly single quotes, drop emoji, collapse comma runs."""
+    """Sample-time cleaning (upstream `fish_speech/text/clean.py` `clean_text`): strip, straighten curly single quotes, drop emoji, collapse comma runs."""
     text = text.strip().replace("\u2018", "'").replace("\u2019", "'")
     return _COMMAS.sub(",", _EMOJI.sub("", text))
 
@@ -53,7 +53,7 @@ def sentence_codes(sentence) -> np.ndarray:
 def sentence_tensors(
     tokenizer: FishTokenizer, text: str, codes: np.ndarray | torch.Tensor, skip_text: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sentence `(tokens, labels)`, both `(C+1, L-1)` int64 (§5.4); `text` is used as given.
+    """Per-sentence `(tokens, labels)`, both `(C+1, L-1)` int64 (upstream's `ContentSequence` training template); `text` is used as given.
 
     Template parts, tokenized separately: system prompt, `<|speaker:user|> ` + text, `<|im_end|>`,
     assistant header with `<|voice|>` (no loss), then one semantic token per frame and `<|im_end|>`
@@ -91,7 +91,7 @@ def sentence_tensors(
 def collate(
     samples: Sequence[dict[str, torch.Tensor]], pad_id: int, max_length: int
 ) -> dict[str, torch.Tensor]:
-    """Batch samples (§6): cut to `min(longest, max_length)`, right-pad (row 0 with `pad_id`, codes 0, labels -100).
+    """Batch samples (upstream `TextDataCollator`): cut to `min(longest, max_length)`, right-pad (row 0 with `pad_id`, codes 0, labels -100).
 
     Returns `inputs` `(B, C+1, T)`, `attention_masks` `(B, T)` bool True at padding, `labels` `(B, C+1, T)`.
     """
@@ -131,8 +131,15 @@ class Group:
     source: str
 
 
+def sample_length(tokenizer, text: str, frames: int) -> int:
+    """Model input length of a sentence with transcript `text` and `frames` code frames in the training
+    template: system prompt, user turn, assistant header, the frames (inputs: the sequence shifted by one)."""
+    fixed = len(tokenizer.encode(SYSTEM_PROMPT)) + 1 + len(tokenizer.encode(ASSISTANT_HEADER))
+    return fixed + len(tokenizer.encode(USER_PREFIX + clean_text(text))) + frames
+
+
 class SampleStream(IterableDataset):
-    """Endless stream of training samples drawn from protos groups (§5.1-5.2).
+    """Endless stream of training samples drawn from protos groups (upstream `semantic.py`: loading, then `augment`).
 
     Groups are shuffled once with `random.Random(seed)`; each sample picks a group with probability
     proportional to its sentence count, then (causal) a contiguous window of at most
@@ -228,7 +235,6 @@ class SampleStream(IterableDataset):
     def _convert(self, group, source: str) -> Group:
         """Check every sentence of a `TextData` group and convert it to a `Group`."""
         tok = self.tokenizer
-        fixed = len(tok.encode(SYSTEM_PROMPT)) + 1 + len(tok.encode(ASSISTANT_HEADER))  # + frames + user part
         clips = []
         for index, sentence in enumerate(group.sentences):
             where = f"{source}: group {group.name!r}, sentence {index}"
@@ -245,7 +251,7 @@ class SampleStream(IterableDataset):
                     f"{where}: semantic code {codes[0].max()} has no token (< {tok.num_semantic_tokens})"
                 )
             for text in sentence.texts:
-                length = fixed + len(tok.encode(USER_PREFIX + clean_text(text))) + codes.shape[1]
+                length = sample_length(tok, text, codes.shape[1])
                 if length > self.max_length:
                     message = f"{where}: {length} tokens ({codes.shape[1]} frames) exceed max_length {self.max_length}"
                     if self.too_long == "error":

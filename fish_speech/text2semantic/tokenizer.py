@@ -1,4 +1,4 @@
-"""The text tokenizer of the text-to-semantic model (spec: text2semantic.md §3).
+"""The text tokenizer of the text-to-semantic model (upstream: `fish_speech/tokenizer.py`, `FishTokenizer`).
 
 A tiktoken BPE read from `tokenizer.tiktoken` (`<base64 bytes> <rank>` lines) plus special tokens
 whose ids follow the BPE ranks; `<|semantic:c|>` stands for semantic (audio) code c.
@@ -11,19 +11,16 @@ import json
 import logging
 import os
 import re
-from collections import Counter
 from pathlib import Path
 
-import regex
 import tiktoken
 
 from fish_speech.errors import UserError
 from fish_speech.fileio import atomic_write_text
+from fish_speech.layout import SPECIAL_TOKENS_FILE, TOKENIZER_FILE
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_FILE = "tokenizer.tiktoken"
-SPECIAL_TOKENS_FILE = "special_tokens.json"
 
 # Pre-tokenization regex, alternatives in upstream's order. `\s+(\?!\S)` is upstream's typo for a
 # lookahead (it matches whitespace, a literal "?!" and one non-space) and is kept for identical ids.
@@ -143,7 +140,7 @@ class FishTokenizer:
 
     @property
     def semantic_end_id(self) -> int:
-        """Alias of `semantic_id_end` (the spec's name)."""
+        """Alias of `semantic_id_end` (upstream's name)."""
         return self.semantic_id_end
 
     @property
@@ -229,61 +226,3 @@ class FishTokenizer:
         atomic_write_text(
             directory / SPECIAL_TOKENS_FILE, json.dumps(self.special_tokens, indent=2, ensure_ascii=False)
         )
-
-
-# A small English/multilingual corpus for the tiny tokenizer's merges.
-_TINY_CORPUS = (
-    "Speak out the provided text. The quick brown fox jumps over the lazy dog. "
-    "Hello, world! This is a test of the speaker and the assistant. The model reads text and "
-    "writes speech; the voice sounds natural when the training data is clean. "
-    "She said that they would be there in the morning, and then the market opened. "
-    "We have been waiting since nine o'clock, but it still hasn't arrived. "
-    "A short clip in a nested folder; another line of a transcript. Numbers like 123 and 2024. "
-    "Good evening everyone, welcome back to the show. Tonight we talk about music, weather and "
-    "travel: where to go, what to pack, and how to listen to the people around you. "
-    "<|speaker:user|> <|speaker:assistant|> 你好，世界。今天天气很好。こんにちは。Привет, мир. "
-) * 2
-
-
-def train_tiny_bpe(num_merges: int = 256, corpus: str = _TINY_CORPUS) -> dict[bytes, int]:
-    """Byte-level BPE with `256 + num_merges` ranks learned greedily from `corpus` (deterministic)."""
-    pieces = Counter(m.group(0) for m in regex.finditer(SPLIT_PATTERN, corpus))
-    words = {piece: [bytes([b]) for b in piece.encode("utf-8")] for piece in pieces}
-    ranks = {bytes([b]): b for b in range(256)}
-    while len(ranks) < 256 + num_merges:
-        pairs: Counter[tuple[bytes, bytes]] = Counter()
-        for piece, parts in words.items():
-            for a, b in zip(parts, parts[1:], strict=False):
-                pairs[(a, b)] += pieces[piece]
-        candidates = [(n, pair) for pair, n in pairs.items() if pair[0] + pair[1] not in ranks]
-        if not candidates:
-            break
-        # Most frequent pair; ties broken by the smallest bytes, for a stable file.
-        _, (a, b) = min(candidates, key=lambda x: (-x[0], x[1]))
-        merged = a + b
-        ranks[merged] = len(ranks)
-        for piece, parts in words.items():
-            out, i = [], 0
-            while i < len(parts):
-                if i + 1 < len(parts) and parts[i] == a and parts[i + 1] == b:
-                    out.append(merged)
-                    i += 2
-                else:
-                    out.append(parts[i])
-                    i += 1
-            words[piece] = out
-    # Pad with unique filler tokens if the corpus ran out of pairs, so the size is always 256 + num_merges.
-    filler = 0
-    while len(ranks) < 256 + num_merges:
-        token = b"\xff\xfe" + filler.to_bytes(4, "big")
-        filler += 1
-        if token not in ranks:
-            ranks[token] = len(ranks)
-    return ranks
-
-
-def write_tiny_tokenizer(directory: str | os.PathLike, num_merges: int = 256) -> FishTokenizer:
-    """Write a tiny tokenizer (512 ranks by default, the built-in special tokens) in the real file format."""
-    tokenizer = FishTokenizer(train_tiny_bpe(num_merges), DEFAULT_SPECIAL_TOKENS)
-    tokenizer.save(directory)
-    return tokenizer

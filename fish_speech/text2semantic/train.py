@@ -1,6 +1,6 @@
 """LoRA fine-tuning of the text-to-semantic model: `train(...) -> summary`.
 
-Upstream's recipe (spec §11) done correctly: the base weights stay as loaded, a per-speaker
+Upstream's recipe (`fish_speech/train.py` with `text2semantic_finetune.yaml`) done correctly: the base weights stay as loaded, a per-speaker
 validation split is scored every `val_every` steps, and every checkpoint is a complete, atomically
 written training state that `resume=True` continues from bit-for-bit (same data order, dropout masks,
 optimizer and schedule). The output folder holds `checkpoints/step_*.ckpt`, `metrics.json`,

@@ -154,7 +154,7 @@ def _assert_close(a: dict, b: dict, atol: float = 1e-6) -> None:
 def trained(tmp_path_factory) -> dict:
     """A tiny base model and an uninterrupted 4-step LoRA run (the reference)."""
     require_commands("train")
-    from fish_speech.text2semantic.checkpoint import write_random_t2s
+    from fish_speech.base_model.tiny import write_random_t2s
 
     root = tmp_path_factory.mktemp("train")
     base = write_random_t2s(root / "base")

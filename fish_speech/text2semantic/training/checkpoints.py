@@ -20,6 +20,7 @@ import torch
 
 from fish_speech.errors import UserError
 from fish_speech.fileio import atomic_path, is_temp_file
+from fish_speech.tensors import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,7 @@ def list_checkpoints(ckpt_dir: str | os.PathLike) -> list[tuple[int, Path]]:
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint on the CPU (weights only); UserError naming the file if unreadable."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from e
+    obj = read_checkpoint(path, "training checkpoint", mmap=False)
     if not isinstance(obj, dict):
         raise UserError(f"{path}: not a checkpoint dict")
     return obj

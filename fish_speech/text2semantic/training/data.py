@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Skip:
+class SkippedSentence:
     """A sentence left out of training, and why (reported in summary.json)."""
 
     group: str
@@ -41,7 +41,7 @@ class Skip:
 class DataSplit:
     train: list[TextData]
     val: list[TextData]
-    skipped: list[Skip] = field(default_factory=list)
+    skipped: list[SkippedSentence] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -68,17 +68,12 @@ def load_groups(data: str | os.PathLike | Iterable[str | os.PathLike]) -> list[T
 def sentence_length(tokenizer, sentence) -> int:
     """Model input length of one sentence in the training template (longest of its texts)."""
     frames = len(sentence.semantics[0].values) if sentence.semantics else 0
-    fixed = len(tokenizer.encode(samples.SYSTEM_PROMPT)) + len(tokenizer.encode(samples.ASSISTANT_HEADER)) + 2
-    text = max(
-        (len(tokenizer.encode(samples.USER_PREFIX + samples.clean_text(t))) for t in sentence.texts),
-        default=0,
-    )
-    return fixed + text + frames - 1  # inputs are the sequence shifted by one
+    return max(samples.sample_length(tokenizer, t, frames) for t in sentence.texts or [""])
 
 
 def check_sentences(
     groups: list[TextData], tokenizer, max_length: int, num_codebooks: int, codebook_size: int
-) -> tuple[list[TextData], list[Skip]]:
+) -> tuple[list[TextData], list[SkippedSentence]]:
     """Drop (and report) sentences that cannot be trained on: no text, wrong codes, longer than `max_length`."""
     kept_groups, skipped = [], []
     for gi, group in enumerate(groups):
@@ -87,7 +82,7 @@ def check_sentences(
         for si, s in enumerate(group.sentences):
             reason = _sentence_problem(s, tokenizer, max_length, num_codebooks, codebook_size)
             if reason:
-                skipped.append(Skip(name, si, reason))
+                skipped.append(SkippedSentence(name, si, reason))
             else:
                 kept.append(s)
         if kept:

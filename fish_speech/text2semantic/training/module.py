@@ -1,6 +1,6 @@
 """The Lightning module: one LoRA training step of the DualAR model, upstream's optimizer and schedule.
 
-Spec §11: AdamW (lr 1e-4, betas 0.9/0.95, eps 1e-5, weight decay 0), LR factor `step/10` for the
+Upstream's `text2semantic_finetune.yaml` over `base.yaml`: AdamW (lr 1e-4, betas 0.9/0.95, eps 1e-5, weight decay 0), LR factor `step/10` for the
 first 10 optimizer steps then constant, gradient clipping at L2 norm 1.0 (the norm is kept for
 logging). Checkpoints keep only the LoRA tensors under upstream's names (`model.<path>.lora_A/B`),
 plus the RNG states so that a resumed run draws the same dropout masks as an uninterrupted one.

@@ -28,8 +28,6 @@ from fish_speech.text2semantic.training.module import LoraTrainModule, warmup_fa
 
 log = logging.getLogger(__name__)
 
-_KEYS = ("loss", "base_loss", "semantic_loss", "top5_hits", "top5_count", "grad_norm")
-
 
 class TrainingMonitor(L.Callback):
     def __init__(

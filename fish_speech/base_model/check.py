@@ -3,8 +3,8 @@
 Everything the later steps will rely on is checked in seconds, without loading whole tensors
 (`torch.load(mmap=True, weights_only=True)` maps the file; only shapes are read):
 required files, `MANIFEST.sha256` (when present), `config.json`, the tokenizer, the keys and shapes of
-`model.pth` (derived from `config.json`; for the S1-mini config that is the 287-key list of the
-spec) and of `codec.pth` (the S1-mini codec's 541 keys for a full-size model, otherwise the layout
+`model.pth` (derived from `config.json`; for the S1-mini config that is the 287 keys of upstream's
+release) and of `codec.pth` (the S1-mini codec's 541 keys for a full-size model, otherwise the layout
 its own shapes imply), and that model, codec and tokenizer agree on the codebooks.
 """
 
@@ -13,16 +13,22 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from fish_speech.errors import UserError
+from fish_speech.layout import (
+    CODEC_FILE,
+    CONFIG_FILE,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    REQUIRED_FILES,
+    SPECIAL_TOKENS_FILE,
+    TOKENIZER_FILE,
+)
 from fish_speech.storage.manifest import read_manifest, verify_manifest
 
 log = logging.getLogger(__name__)
-
-CODEC_FILE = "codec.pth"
 
 
 @dataclass
@@ -50,38 +56,12 @@ class CheckpointReport:
         )
 
 
-def required_files() -> tuple[str, ...]:
-    """Files a base-model directory must hold."""
-    from fish_speech.text2semantic.checkpoint import REQUIRED_FILES
-
-    return (*REQUIRED_FILES, CODEC_FILE)
-
-
-def _read_tensors(path: Path) -> Mapping:
-    """The key -> tensor mapping of a `.pth`, memory-mapped (no tensor data is read)."""
-    import zipfile
-
-    import torch
-
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except Exception as e:  # truncated zip, forbidden pickle globals, not a torch file
-        raise UserError(f"{path}: cannot read as a torch checkpoint ({type(e).__name__}: {e})") from e
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise UserError(f"{path}: expected a mapping of parameter names to tensors, got {type(obj).__name__}")
-    if any("generator." in k for k in obj):  # training checkpoints (upstream keeps the generator only)
-        obj = {k.replace("generator.", ""): v for k, v in obj.items() if "generator." in k}
-    return obj
-
-
 def check_checkpoint_dir(path: str | os.PathLike, *, verify: bool = True, jobs: int = 4) -> CheckpointReport:
     """Check the base-model directory `path`; raise UserError naming the file and the problem.
 
     `verify=False` skips re-hashing the files listed in `MANIFEST.sha256`.
     """
-    from fish_speech.codec.checkpoint import check_codec_state_dict, infer_codec_config
+    from fish_speech.codec.checkpoint import check_codec_state_dict, infer_codec_config, read_codec_state_dict
     from fish_speech.codec.model import CodecConfig
     from fish_speech.text2semantic.checkpoint import (
         check_state_dict,
@@ -94,10 +74,10 @@ def check_checkpoint_dir(path: str | os.PathLike, *, verify: bool = True, jobs: 
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"{path}: checkpoint directory not found")
-    missing = [name for name in required_files() if not (path / name).is_file()]
+    missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
     if missing:
         raise UserError(
-            f"{path}: missing {', '.join(missing)} (a base model needs {', '.join(required_files())})"
+            f"{path}: missing {', '.join(missing)} (a base model needs {', '.join(REQUIRED_FILES)})"
         )
 
     manifest_files = None
@@ -107,7 +87,7 @@ def check_checkpoint_dir(path: str | os.PathLike, *, verify: bool = True, jobs: 
         if verify:
             problems = verify_manifest(path, manifest, jobs)
             if problems:
-                raise UserError(f"{path / 'MANIFEST.sha256'}: " + "; ".join(problems[:5]))
+                raise UserError(f"{path / MANIFEST_FILE}: " + "; ".join(problems[:5]))
 
     config = load_config(path)
     full_size = config.to_dict() == ModelConfig.s1_mini().to_dict()
@@ -117,19 +97,19 @@ def check_checkpoint_dir(path: str | os.PathLike, *, verify: bool = True, jobs: 
         raise
     except Exception as e:
         raise UserError(
-            f"{path / 'tokenizer.tiktoken'}: cannot read the tokenizer ({type(e).__name__}: {e})"
+            f"{path / TOKENIZER_FILE}: cannot read the tokenizer ({type(e).__name__}: {e})"
         ) from e
     if tokenizer.total_tokens > config.vocab_size:
         raise UserError(
-            f"{path / 'config.json'}: vocab_size {config.vocab_size} is smaller than the tokenizer's "
+            f"{path / CONFIG_FILE}: vocab_size {config.vocab_size} is smaller than the tokenizer's "
             f"{tokenizer.total_tokens} tokens"
         )
 
-    state = read_state_dict(path / "model.pth")
-    check_state_dict(state, config, path / "model.pth")
+    state = read_state_dict(path / MODEL_FILE)
+    check_state_dict(state, config, path / MODEL_FILE)
     parameters = sum(math.prod(t.shape) for t in state.values())
 
-    codec_state = _read_tensors(path / CODEC_FILE)
+    codec_state = read_codec_state_dict(path / CODEC_FILE)
     codec = CodecConfig.s1_mini() if full_size else infer_codec_config(codec_state, path / CODEC_FILE)
     check_codec_state_dict(codec_state, codec, path / CODEC_FILE)
 
@@ -137,18 +117,18 @@ def check_checkpoint_dir(path: str | os.PathLike, *, verify: bool = True, jobs: 
     # and one semantic token per semantic code.
     if config.num_codebooks != 1 + codec.n_codebooks:
         raise UserError(
-            f"{path / 'config.json'}: num_codebooks {config.num_codebooks}, but codec.pth produces "
+            f"{path / CONFIG_FILE}: num_codebooks {config.num_codebooks}, but codec.pth produces "
             f"{1 + codec.n_codebooks} codebooks"
         )
     largest = max(codec.semantic_codebook_size, codec.codebook_size)
     if config.codebook_size < largest:
         raise UserError(
-            f"{path / 'config.json'}: codebook_size {config.codebook_size} < codec.pth's {largest} codes"
+            f"{path / CONFIG_FILE}: codebook_size {config.codebook_size} < codec.pth's {largest} codes"
         )
     semantic_tokens = tokenizer.semantic_id_end - tokenizer.semantic_begin_id + 1
     if semantic_tokens < codec.semantic_codebook_size:
         raise UserError(
-            f"{path / 'special_tokens.json'}: {semantic_tokens} semantic tokens for a codec with "
+            f"{path / SPECIAL_TOKENS_FILE}: {semantic_tokens} semantic tokens for a codec with "
             f"{codec.semantic_codebook_size} semantic codes"
         )
     report = CheckpointReport(
