@@ -254,17 +254,48 @@ def rope_table(seq_len: int, head_dim: int, base: float, device: torch.device | 
 
 
 def apply_rope(x: Tensor, table: Tensor) -> Tensor:
-    """Rotate interleaved pairs `(x[2i], x[2i+1])` of `x` `(B, T, H, D)` by the table `(T, D/2, 2)`."""
+    """Rotate interleaved pairs `(x[2i], x[2i+1])` of `x` `(B, T, H, D)` by the table `(T, D/2, 2)`.
+
+    A table `(B, T, D/2, 2)` gives every row its own positions (batched generation).
+    """
     xp = x.float().reshape(*x.shape[:-1], x.size(-1) // 2, 2)
-    table = table.view(1, xp.size(1), 1, xp.size(3), 2)
+    table = table.view(-1 if table.ndim == 4 else 1, xp.size(1), 1, xp.size(3), 2)
     cos, sin = table[..., 0], table[..., 1]
     x0, x1 = xp[..., 0], xp[..., 1]
     out = torch.stack([x0 * cos - x1 * sin, x1 * cos + x0 * sin], dim=-1)
     return out.flatten(3).type_as(x)
 
 
+class KVCache(nn.Module):
+    """Keys and values of one attention layer for generation: `(B, n_local_heads, L, head_dim)` each.
+
+    Stored after q/k-norm and RoPE, before the grouped-query repeat (as upstream's `KVCache`).
+    """
+
+    def __init__(self, batch_size: int, length: int, n_heads: int, head_dim: int, dtype, device) -> None:
+        super().__init__()
+        shape = (batch_size, n_heads, length, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    def update(self, pos: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write `k`, `v` `(B, H, S, D)` at slots `pos` `(B, S)` (each row its own); return the whole cache."""
+        rows = torch.arange(k.size(0), device=k.device)[:, None]
+        self.k[rows, :, pos] = k.transpose(1, 2).to(self.k.dtype)
+        self.v[rows, :, pos] = v.transpose(1, 2).to(self.v.dtype)
+        return self.k, self.v
+
+    def reset(self) -> None:
+        self.k.zero_()
+        self.v.zero_()
+
+
 class Attention(nn.Module):
-    """Grouped-query self-attention with fused qkv projection, optional per-head q/k RMSNorm and RoPE."""
+    """Grouped-query self-attention with fused qkv projection, optional per-head q/k RMSNorm and RoPE.
+
+    With a `kv_cache` set (generation), `forward` takes the cache slots of its positions and attends
+    over the whole cache under `mask` `(B, 1, S, L)`.
+    """
 
     def __init__(
         self,
@@ -287,9 +318,15 @@ class Attention(nn.Module):
         if qk_norm:
             self.q_norm = nn.RMSNorm(head_dim, eps=norm_eps)
             self.k_norm = nn.RMSNorm(head_dim, eps=norm_eps)
+        self.kv_cache: KVCache | None = None
 
-    def forward(self, x: Tensor, rope: Tensor, mask: Tensor | None) -> Tensor:
-        """`x` `(B, T, dim)`; `mask` bool `(B, 1, T, T)` (True = may attend) or None for plain causal."""
+    def forward(
+        self, x: Tensor, rope: Tensor, mask: Tensor | None, input_pos: Tensor | None = None
+    ) -> Tensor:
+        """`x` `(B, T, dim)`; `mask` bool `(B, 1, T, T)` (True = may attend) or None for plain causal.
+
+        `input_pos` `(B, T)`: cache slots of the positions of `x` (only with a `kv_cache`).
+        """
         bsz, seqlen, _ = x.shape
         q_size, kv_size = self.n_head * self.head_dim, self.n_local_heads * self.head_dim
         q, k, v = self.wqkv(x).split([q_size, kv_size, kv_size], dim=-1)
@@ -300,6 +337,8 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, rope), apply_rope(k, rope)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        if self.kv_cache is not None and input_pos is not None:
+            k, v = self.kv_cache.update(input_pos, k, v)
         groups = self.n_head // self.n_local_heads
         if groups > 1:  # head h uses kv head h // groups
             k = k.repeat_interleave(groups, dim=1)
@@ -337,8 +376,10 @@ class TransformerBlock(nn.Module):
         self.ffn_norm = RMSNorm(dim, norm_eps)
         self.attention_norm = RMSNorm(dim, norm_eps)
 
-    def forward(self, x: Tensor, rope: Tensor, mask: Tensor | None) -> Tensor:
-        h = x + self.attention(self.attention_norm(x), rope, mask)
+    def forward(
+        self, x: Tensor, rope: Tensor, mask: Tensor | None, input_pos: Tensor | None = None
+    ) -> Tensor:
+        h = x + self.attention(self.attention_norm(x), rope, mask, input_pos)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -516,3 +557,75 @@ class DualARTransformer(nn.Module):
         x = self.embed(inp, scale_semantic=self.config.scale_codebook_embeddings)
         token_logits, hidden = self.slow_forward(x)
         return token_logits, self.fast_project_in(hidden)
+
+    # ---- generation with KV caches (upstream: `setup_caches`, `forward_generate`, `forward_generate_fast`) ----
+
+    def setup_caches(
+        self, batch_size: int, length: int | None = None, dtype: torch.dtype | None = None
+    ) -> None:
+        """Allocate zeroed KV caches: slow `length` slots (default `max_seq_len`, rounded up to 8), fast C slots."""
+        c = self.config
+        length = _find_multiple(length or c.max_seq_len, 8)
+        dtype = dtype or self.embeddings.weight.dtype
+        device = self.embeddings.weight.device
+        for block in self.layers:
+            block.attention.kv_cache = KVCache(batch_size, length, c.n_local_heads, c.head_dim, dtype, device)
+        for block in self.fast_layers:
+            block.attention.kv_cache = KVCache(
+                batch_size, c.num_codebooks, c.fast_n_local_heads, c.fast_head_dim, dtype, device
+            )
+
+    def clear_caches(self) -> None:
+        """Drop the KV caches (back to the training forward)."""
+        for block in (*self.layers, *self.fast_layers):
+            block.attention.kv_cache = None
+
+    @property
+    def cache_length(self) -> int:
+        cache = self.layers[0].attention.kv_cache
+        return 0 if cache is None else cache.k.size(2)
+
+    def reset_fast_cache(self) -> None:
+        """Zero the fast caches (upstream does so at the start of every frame)."""
+        for block in self.fast_layers:
+            block.attention.kv_cache.reset()
+
+    def forward_generate_cached(
+        self, inp: Tensor, input_pos: Tensor, last: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Slow step with the cache: `inp` `(B, C+1, S)` at slots `input_pos` `(B, S)` (positions = slots).
+
+        Returns the token logits `(B, V)` and the fast input `(B, fast_dim)` (the last-layer output
+        before the final norm, through `fast_project_in`) of position `last` `(B,)` (default S-1).
+        Every query attends over all cache slots up to its own, as upstream's masked full-cache attention.
+        """
+        x = self.embed(inp, scale_semantic=self.config.scale_codebook_embeddings)
+        length = self.cache_length
+        mask = torch.arange(length, device=x.device)[None, None, None, :] <= input_pos[:, None, :, None]
+        rope = self.freqs_cis[input_pos]
+        for block in self.layers:
+            x = block(x, rope, mask, input_pos)
+        x = x[:, -1] if last is None else x[torch.arange(x.size(0), device=x.device), last]
+        slow_out = self.norm(x)
+        if self.config.tie_word_embeddings:
+            logits = F.linear(slow_out, self.embeddings.weight)
+        else:
+            logits = self.output(slow_out)
+        return logits, self.fast_project_in(x)
+
+    def forward_fast_cached(self, x: Tensor, pos: int, head: bool = True) -> Tensor | None:
+        """One fast-transformer position `pos` for `x` `(B, fast_dim)` with the fast cache: codebook logits `(B, codebook_size)`.
+
+        `head=False` only fills the cache (upstream computes and discards position 0's logits).
+        """
+        b = x.size(0)
+        input_pos = torch.full((b, 1), pos, dtype=torch.long, device=x.device)
+        mask = torch.arange(self.config.num_codebooks, device=x.device)[None, None, None, :] <= pos
+        mask = mask.expand(b, 1, 1, -1)
+        rope = self.fast_freqs_cis[pos : pos + 1]
+        h = x[:, None]
+        for block in self.fast_layers:
+            h = block(h, rope, mask, input_pos)
+        if not head:
+            return None
+        return self.fast_output(self.fast_norm(h[:, 0]))
