@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "merge-lora": "merge_lora",
     "decode-vq": "decode_vq",
     "parity-logits": "parity_logits",
+    "synthesize": "synthesize",
     "publish": "publish",
 }
 
