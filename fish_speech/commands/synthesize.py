@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from fish_speech.synthesis import apply_lora, load_voice, synthesize, write_utterance
+    from fish_speech.synthesis import apply_lora, build_prompts, load_voice, synthesize, write_utterance
     from fish_speech.text2semantic.generate import SamplingSettings
 
     settings = SamplingSettings(
@@ -206,6 +206,9 @@ def run(args: argparse.Namespace) -> int:
         )
 
     entries = {n: done[n] for n in names if n in done}
+    build_prompts(
+        voice, [texts[i] for i in todo], references, args.max_chars
+    )  # every length error before any work
     bar_utt = tqdm(total=len(todo), desc="utterances", unit="utt", disable=len(todo) <= 1)
     bar_tok = tqdm(desc="frames", unit="step")
 
