@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+DEMO_SENTENCE = "Hello! This is my fine-tuned voice speaking."
 sys.path.insert(0, str(REPO))
 
 
@@ -58,6 +59,27 @@ def main(argv: list[str] | None = None) -> int:
         shown = {k: v for k, v in train.items() if "loss" in k or "tokens" in k or k == "global_step"}
         print(f"  training: {shown}")
     print("=" * 78)
+
+    # Listen to the model: one sentence with the merged model, the demo speaker as reference (on random
+    # tiny weights it is noise; the point is that the path works end to end).
+    from fish_speech.cli import main as fish_speech
+
+    wav = Path(args.output) / "listen" / "demo.wav"
+    speaker = Path(args.data) / "anna"
+    argv = [
+        "synthesize",
+        "--checkpoint",
+        str(out["published"]),
+        "--text",
+        DEMO_SENTENCE,
+        "--output",
+        str(wav),
+    ]
+    if speaker.is_dir():
+        argv += ["--reference-dir", str(speaker)]
+    if fish_speech([*argv, "--max-new-tokens", "64", "--device", "cpu"]) != 0:
+        return 1
+    print(f"  synthesized speech:       {wav}  (codes: {wav.with_suffix('.npy')})")
     return 0
 
 

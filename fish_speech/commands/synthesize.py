@@ -246,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
                     "seconds": round(utt.seconds, 4),
                     "real_time_factor": None if rtf is None else round(rtf, 4),
                 }
-                print(
+                tqdm.write(
                     f"synthesize: wrote {wav} ({utt.frames} frames, {utt.seconds:.2f} s"
                     + (f", real-time factor {rtf:.2f})" if rtf is not None else ")")
                 )
