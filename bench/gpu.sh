@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One prepared GPU run for a lent accelerator (full-size random weights; must finish in < 8 min on one
 # large GPU): extract-vq throughput (fp32 = upstream's codes, and bf16) vs a naive per-file loop, then
-# LoRA training tokens/s and MFU in bf16 vs upstream's bf16-true batch-4 settings.
-# Writes bench/results/gpu_extract_vq.json and bench/results/gpu_train.json (and copies them to $OUT if set).
+# LoRA training tokens/s and MFU in bf16 vs upstream's bf16-true batch-4 settings, then synthesis
+# frames/s in bf16 at batch 1 with and without --compile (CUDA graphs) and at batch 16.
+# Writes bench/results/gpu_extract_vq.json, gpu_train.json and gpu_synthesize.json (and copies them to $OUT if set).
 #   PYTHON=python3 bash bench/gpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 status=0
 timeout 210 "$PY" bench/gpu_extract_vq.py --clips 64 --batch-size 32 || status=$?
 timeout 240 "$PY" bench/gpu_train.py --steps 5 || status=$?
+timeout 300 "$PY" bench/gpu_synthesize.py --frames 256 --batch 16 || status=$?
 if [ -n "${OUT:-}" ]; then
   cp bench/results/gpu_*.json bench/results/gpu_*.md "$OUT"/ 2>/dev/null || true
 fi
