@@ -198,18 +198,18 @@ def load_references(
         raise UserError(
             f"{len(audio)} --reference-audio but {len(texts)} --reference-text: give one transcript per reference"
         )
-    items = [(Path(a), t) for a, t in zip(audio, texts, strict=True)]
+    items = [(Path(a), t, False) for a, t in zip(audio, texts, strict=True)]
     if reference_dir:
-        items += [(p, read_transcript(p)) for p in pick_reference_clips(reference_dir)]
+        items += [(p, read_transcript(p), True) for p in pick_reference_clips(reference_dir)]
     refs = []
-    for path, text in items:
+    for path, text, from_dir in items:
         if not text.strip():
             raise UserError(f"{path}: the reference has no transcript")
         if path.suffix == ".npy":
             refs.append(reference_from_codes(path, text, num_codebooks, codebook_size))
             continue
         codes_path = path.with_suffix(".npy")
-        if reference_dir and codes_path.is_file():  # extract-vq's codes beside a training clip
+        if from_dir and codes_path.is_file():  # extract-vq's codes beside a training clip
             refs.append(reference_from_codes(codes_path, text, num_codebooks, codebook_size))
             continue
         model = codec() if callable(codec) and not isinstance(codec, torch.nn.Module) else codec
