@@ -287,13 +287,16 @@ def synthesize(
             voice.tokenizer.im_end_id,
             generators=gens,
             decode_fn=decode_fn,
+            # one cache size for every call, so the compiled step is captured once (upstream's size)
+            cache_length=voice.model.config.max_seq_len if compile else None,
             progress=(lambda n: progress("token", 1)) if progress else None,
         )
         elapsed = time.perf_counter() - t0
         for r, o in zip(chunk, outs, strict=True):
             results[(r[0], r[1])] = o
             row_seconds[(r[0], r[1])] = elapsed / len(chunk)
-    voice.model.clear_caches()
+    if not compile:  # a compiled step keeps its caches for the next call
+        voice.model.clear_caches()
 
     utterances = []
     pause = np.zeros(int(PAUSE_SECONDS * SAMPLE_RATE), dtype=np.float32)

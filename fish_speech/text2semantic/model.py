@@ -563,11 +563,20 @@ class DualARTransformer(nn.Module):
     def setup_caches(
         self, batch_size: int, length: int | None = None, dtype: torch.dtype | None = None
     ) -> None:
-        """Allocate zeroed KV caches: slow `length` slots (default `max_seq_len`, rounded up to 8), fast C slots."""
+        """Zeroed KV caches: slow `length` slots (default `max_seq_len`, rounded up to 8), fast C slots.
+
+        Caches of the same size are zeroed in place and kept (a compiled decode step then stays valid).
+        """
         c = self.config
         length = _find_multiple(length or c.max_seq_len, 8)
         dtype = dtype or self.embeddings.weight.dtype
         device = self.embeddings.weight.device
+        current = self.layers[0].attention.kv_cache
+        same = current is not None and current.k.shape[:3] == (batch_size, c.n_local_heads, length)
+        if same and current.k.dtype == dtype and current.k.device == device:
+            for block in (*self.layers, *self.fast_layers):
+                block.attention.kv_cache.reset()
+            return
         for block in self.layers:
             block.attention.kv_cache = KVCache(batch_size, length, c.n_local_heads, c.head_dim, dtype, device)
         for block in self.fast_layers:
