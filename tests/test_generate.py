@@ -81,6 +81,16 @@ def test_batch_equals_single(model, setting: str) -> None:
         )
 
 
+def test_stop_check_interval_changes_nothing(model) -> None:
+    names = ["plain", "ref2"]  # both stop on <|im_end|> (frames 5 and 23) in the greedy setting
+    for every in (1, 5):
+        outs = _run(model, [_prompt(n) for n in names], "greedy_s7_t01_p001_r10", stop_check_every=every)
+        for name, out in zip(names, outs, strict=True):
+            run = DATA / "runs" / f"{name}__greedy_s7_t01_p001_r10"
+            np.testing.assert_array_equal(out.codes.numpy(), np.load(run / "codes.npy"))
+            assert out.stop == "im_end"
+
+
 def test_prefill_logits_within_tolerance(model) -> None:
     for run in RUNS:
         info = json.loads((DATA / "runs" / run / "run.json").read_text())

@@ -250,3 +250,11 @@ def test_write_wav_is_pcm16(tmp_path) -> None:
     write_wav(tmp_path / "a.wav", np.array([0.0, 0.5, -0.5, 1.0], dtype=np.float32))
     info = sf.info(tmp_path / "a.wav")
     assert (info.samplerate, info.channels, info.subtype) == (44100, 1, "PCM_16")
+
+
+@pytest.mark.parametrize("clip", ["mono44k/hello.flac", "rates/hello22k.wav"])
+def test_reference_audio_is_encoded_as_upstreams_extract_vq(ckpt, clip: str) -> None:
+    voice = load_voice(ckpt, device="cpu")
+    (ref,) = voice.references([str(CODEC / "audio" / clip)], [REF_TEXT])
+    want = np.load(CODEC / "expected" / clip.replace(".flac", ".npy").replace(".wav", ".npy"))
+    np.testing.assert_array_equal(ref.codes, want)
