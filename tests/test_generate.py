@@ -91,6 +91,14 @@ def test_stop_check_interval_changes_nothing(model) -> None:
             assert out.stop == "im_end"
 
 
+def test_custom_decode_fn_path(model) -> None:
+    # the --compile path (step marking, output copies) with the eager step gives the same codes
+    out = _run(model, [_prompt("plain")], "s42_t08_p08_r11", decode_fn=gen.decode_frame)[0]
+    np.testing.assert_array_equal(
+        out.codes.numpy(), np.load(DATA / "runs" / "plain__s42_t08_p08_r11" / "codes.npy")
+    )
+
+
 def test_prefill_logits_within_tolerance(model) -> None:
     for run in RUNS:
         info = json.loads((DATA / "runs" / run / "run.json").read_text())

@@ -344,7 +344,11 @@ def generate(
             break
         pos = (lengths + f - 1).clamp_max(limit)[:, None]
         window = penalty_window(history, f, quirks)
-        frame = step(model, frame[:, :, None], pos, window, params, generators, quirks)
+        if decode_fn is not None:  # CUDA graphs reuse their output buffers: mark the step, keep a copy
+            torch.compiler.cudagraph_mark_step_begin()
+            frame = step(model, frame[:, :, None], pos, window, params, generators, quirks).clone()
+        else:
+            frame = step(model, frame[:, :, None], pos, window, params, generators, quirks)
         active = ~done
         frames[:, :, f] = torch.where(active[:, None], frame, frames[:, :, f])
         history[:, :, f - 1 if quirks else f] = frame
