@@ -27,7 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fish_speech.devices import resolve_device
 from fish_speech.errors import UserError
+from fish_speech.layout import CODEC_FILE
 from fish_speech.text2semantic.generate import (
     OUTPUT_RESERVE,
     SamplingSettings,
@@ -63,7 +65,7 @@ class Voice:
         if self._codec is None:
             from fish_speech.codec.checkpoint import load_codec
 
-            self._codec = load_codec(self.checkpoint / "codec.pth", device=self.device)
+            self._codec = load_codec(self.checkpoint / CODEC_FILE, device=self.device)
         return self._codec
 
     def references(
@@ -97,13 +99,6 @@ class Utterance:
         return len(self.audio) / SAMPLE_RATE
 
 
-def resolve_device(device: str) -> torch.device:
-    """auto | cpu | cuda[:N]; UserError when CUDA is asked for and absent."""
-    from fish_speech.codec.extract_vq import resolve_device as _resolve
-
-    return _resolve(device)
-
-
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     """auto = bfloat16 on CUDA (upstream's), float32 on CPU (exact golden parity, and faster there)."""
     if precision == "auto":
@@ -117,7 +112,7 @@ def load_voice(checkpoint: str | os.PathLike, device: str = "auto", precision: s
     """Load a checkpoint folder (base or merged layout, with `codec.pth`) for synthesis."""
     from fish_speech.text2semantic.checkpoint import REQUIRED_FILES, check_dir, load_model, load_tokenizer
 
-    path = check_dir(checkpoint, (*REQUIRED_FILES, "codec.pth"))
+    path = check_dir(checkpoint, (*REQUIRED_FILES, CODEC_FILE))
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
     model = load_model(path, device=dev, dtype=dtype)

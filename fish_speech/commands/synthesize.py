@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 
 from fish_speech.errors import UserError
+from fish_speech.layout import CODEC_FILE
 
 HELP = (
     "synthesize speech from text with a checkpoint folder (optionally a LoRA checkpoint and reference clips)"
@@ -133,10 +134,9 @@ def _check_output(args: argparse.Namespace) -> Path:
 def run(args: argparse.Namespace) -> int:
     texts = _read_texts(args)
     out = _check_output(args)
-    if not Path(args.checkpoint, "codec.pth").is_file() and Path(args.checkpoint).is_dir():
-        raise UserError(
-            f"{Path(args.checkpoint, 'codec.pth')}: missing; synthesis needs the codec of the checkpoint folder"
-        )
+    codec = Path(args.checkpoint, CODEC_FILE)
+    if not codec.is_file() and Path(args.checkpoint).is_dir():
+        raise UserError(f"{codec}: missing; synthesis needs the codec of the checkpoint folder")
     if args.lora is None and args.train_output is not None:
         raise UserError("--train-output is only used with --lora")
 
