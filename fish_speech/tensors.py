@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from fish_speech.errors import UserError
+from fish_speech.errors import UserError, load_failure
 
 
 def read_checkpoint(path: str | os.PathLike, what: str = "checkpoint", mmap: bool = True) -> Any:
@@ -25,9 +25,8 @@ def read_checkpoint(path: str | os.PathLike, what: str = "checkpoint", mmap: boo
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except Exception as e:  # truncated zip, forbidden pickle globals, not a torch file
-        raise UserError(
-            f"{path}: cannot read the file, so cannot load {what} ({type(e).__name__}: {e})"
-        ) from e
+        # one line: torch's own message is several lines of advice about weights_only=False
+        raise UserError(f"{path}: cannot load {what}: {load_failure(e)}") from None
 
 
 def load_tensors(

@@ -21,6 +21,7 @@ import torch
 
 from fish_speech.codec.model import Codec, CodecConfig
 from fish_speech.errors import UserError
+from fish_speech.layout import CODEC_FILE
 from fish_speech.tensors import load_tensors
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,22 @@ def expected_codec_state_dict_shapes(config: CodecConfig) -> Shapes:
 # ----------------------------------------------------------------------------- reading
 
 
+def resolve_codec_path(path: str | os.PathLike) -> Path:
+    """`path` itself, or `path/codec.pth` when `path` is a checkpoint folder; UserError when neither exists."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / CODEC_FILE).is_file():
+            raise UserError(f"{path}: a folder without {CODEC_FILE}; pass the codec file (--checkpoint-path)")
+        return path / CODEC_FILE
+    if not path.is_file():
+        raise UserError(f"{path}: codec checkpoint not found")
+    return path
+
+
 def read_codec_state_dict(path: str | os.PathLike) -> Mapping[str, torch.Tensor]:
-    """The codec's tensors from `codec.pth` or a training checkpoint, memory-mapped (skipped parts cost nothing)."""
-    obj = load_tensors(path, "codec checkpoint")
+    """The codec's tensors from `codec.pth` (or the folder holding it) or a training checkpoint,
+    memory-mapped (skipped parts cost nothing)."""
+    obj = load_tensors(resolve_codec_path(path), "codec checkpoint")
     if any("generator" in k for k in obj):
         # Training checkpoints: keep the generator only (upstream: substring replace, not a prefix strip).
         obj = {k.replace("generator.", ""): v for k, v in obj.items() if "generator." in k}
@@ -153,7 +167,7 @@ def load_codec(
     even with `encode_only=True`, which then skips the decoder, post-module and up-sampling weights
     (about half of the file) so extraction needs half the memory.
     """
-    path = Path(path)
+    path = resolve_codec_path(path)
     state = read_codec_state_dict(path)
     if config is None:
         config = infer_codec_config(state, path)
@@ -176,3 +190,16 @@ def load_codec(
         device,
     )
     return model.eval()
+
+
+def check_codec_file(path: str | os.PathLike) -> tuple[Path, CodecConfig]:
+    """Check that `path` (a `codec.pth` or a folder holding one) is a complete codec, reading shapes only.
+
+    Memory-mapped, so it costs a fraction of a second even for S1-mini: commands call it before any
+    other work, so a wrong path fails at once instead of after (or instead of) the work.
+    """
+    path = resolve_codec_path(path)
+    state = read_codec_state_dict(path)
+    config = infer_codec_config(state, path)
+    check_codec_state_dict(state, config, path)
+    return path, config

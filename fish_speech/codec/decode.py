@@ -18,15 +18,21 @@ from fish_speech.fileio import atomic_path
 log = logging.getLogger(__name__)
 
 
-def read_codes(path: str | os.PathLike, num_codebooks: int) -> np.ndarray:
-    """Read and check a codes file: integer array shaped (num_codebooks, frames) with frames >= 1."""
+def read_codes(path: str | os.PathLike, num_codebooks: int | None = None) -> np.ndarray:
+    """Read and check a codes file: integer array shaped (num_codebooks, frames) with frames >= 1.
+
+    `num_codebooks` None accepts any number of rows (checked later against the codec).
+    """
     path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: codes file not found")
     try:
         codes = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: cannot read codes ({e})") from e
-    if codes.ndim != 2 or codes.shape[0] != num_codebooks or codes.shape[1] == 0:
-        raise UserError(f"{path}: expected codes shaped ({num_codebooks}, frames), got {codes.shape}")
+    rows = "codebooks" if num_codebooks is None else num_codebooks
+    if codes.ndim != 2 or codes.shape[1] == 0 or num_codebooks not in (None, codes.shape[0]):
+        raise UserError(f"{path}: expected codes shaped ({rows}, frames), got {codes.shape}")
     if not np.issubdtype(codes.dtype, np.integer):
         raise UserError(f"{path}: expected integer codes, got {codes.dtype}")
     if codes.min() < 0:
@@ -50,6 +56,7 @@ def decode_file(
     """Decode `codes_path` and write `output` (WAV, 16-bit PCM, atomically); returns its duration in seconds."""
     from fish_speech.devices import resolve_device
 
+    codes = read_codes(codes_path)  # before the codec: a wrong path fails at once, not after the load
     if model is None:
         model = load_codec(checkpoint_path, device=resolve_device(device))
     codes = read_codes(codes_path, model.config.num_codebooks)

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from fish_speech import audio as audio_lib
-from fish_speech.codec.checkpoint import load_codec
+from fish_speech.codec.checkpoint import check_codec_file, load_codec
 from fish_speech.codec.model import Codec
 from fish_speech.codec.options import SAMPLE_RATE, ExtractOptions
 from fish_speech.dataset.discover import find_audio_files
@@ -296,6 +296,8 @@ def extract_vq(
     if autocast_dtype == "?":
         raise UserError(f"--precision must be float32 or bfloat16 (got {opts.precision})")
     dev = resolve_device(opts.device)
+    if model is None:  # before anything else: a wrong path must fail even when every clip is done
+        checkpoint_path, _ = check_codec_file(checkpoint_path)
 
     files = discover_audio(root)[opts.shard_index :: opts.num_shards]
     skipped: list[dict] = []

@@ -33,6 +33,11 @@ CHECKPOINT_DTYPE = torch.bfloat16
 def check_dir(checkpoint_dir: str | os.PathLike, required: tuple[str, ...] = REQUIRED_FILES) -> Path:
     """Return the dir as a Path; raise UserError naming the first missing file."""
     path = Path(checkpoint_dir)
+    if path.is_file():
+        raise UserError(
+            f"{path}: is a file; expected the checkpoint folder that holds {', '.join(required)} "
+            f"(here probably {path.parent})"
+        )
     if not path.is_dir():
         raise UserError(f"{path}: checkpoint directory not found")
     for name in required:
