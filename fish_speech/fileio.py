@@ -17,21 +17,37 @@ def atomic_path(final: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     `suffix` keeps an extension on the temporary name for writers that pick the format by it.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{final.name}.", suffix=suffix, dir=final.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = temp_path_for(final, suffix)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
-        # mkstemp creates 0600; give the file the mode a plain open() would (pipeline steps may run as other users)
-        os.chmod(tmp_path, 0o666 & ~_umask())
+        os.chmod(tmp_path, default_file_mode())  # again: a writer may have replaced the file
         os.replace(tmp_path, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def temp_path_for(final: str | os.PathLike, suffix: str = "") -> Path:
+    """A new empty `.tmp-*` file beside `final` (parents created) with the mode a plain `open()` gives.
+
+    For writers that stage several files and rename them together (protos shards); everything else
+    uses `atomic_path`. mkstemp alone creates 0600, which other users (pipeline steps running as
+    another uid, a web server) cannot read.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{final.name}.", suffix=suffix, dir=final.parent)
+    os.close(fd)
+    os.chmod(tmp, default_file_mode())
+    return Path(tmp)
+
+
+def default_file_mode() -> int:
+    """0666 less the process umask: the mode `open(path, "w")` gives a new file."""
+    return 0o666 & ~_umask()
 
 
 def _umask() -> int:

@@ -14,13 +14,12 @@ import logging
 import os
 import re
 import struct
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from fish_speech.dataset.text_data_pb2 import Semantics, Sentence, TextData
 from fish_speech.errors import UserError
-from fish_speech.fileio import is_temp_file
+from fish_speech.fileio import is_temp_file, temp_path_for
 
 __all__ = [
     "Semantics",
@@ -78,9 +77,9 @@ def write_protos(
         for group in groups:
             if handle is None:
                 final = out_dir / shard_name(len(staged))
-                fd, tmp = tempfile.mkstemp(prefix=f".tmp-{final.name}.", dir=out_dir)
-                handle = os.fdopen(fd, "wb")
-                staged.append((Path(tmp), final))
+                tmp = temp_path_for(final)
+                handle = open(tmp, "wb")  # noqa: SIM115 (closed by _finish, or below on failure)
+                staged.append((tmp, final))
                 written = 0
             record = encode_record(group)
             handle.write(record)
