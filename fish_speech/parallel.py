@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
@@ -50,3 +51,11 @@ def imap_in_workers(
         return
     with ProcessPoolExecutor(max_workers=min(num_workers, len(jobs)), initializer=initializer) as pool:
         yield from pool.map(fn, jobs, chunksize=chunksize)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask: a container's or taskset's limit), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)

@@ -340,3 +340,16 @@ def test_a_clip_with_codes_in_two_folders_is_an_error(tmp_path):
         build_dataset([data], tmp_path / "out", codes=[tmp_path / "s0", tmp_path / "s1"])
     assert main(["build-dataset", *argv, "--codes", str(tmp_path / "nowhere")]) == 2
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("cores", "expected"), [(2, 2), (64, 16)])
+def test_num_workers_defaults_to_the_cores_available_at_most_16(monkeypatch, cores, expected):
+    import os
+
+    from fish_speech.cli import build_parser
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    args = build_parser().parse_args(["build-dataset", "--input", "data"])
+    assert args.num_workers == expected
+    for command in (["validate", "data"], ["normalize", "a", "b"]):
+        assert build_parser().parse_args(command).num_workers == cores

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from fish_speech.parallel import available_cores
+
 HELP = "pack each clip's codes (.npy) and transcript into length-prefixed TextData shards (*.protos)"
 
 
@@ -28,7 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="output folder for NNNNNNNN.protos",
     )
-    parser.add_argument("--num-workers", type=int, default=16, help="worker processes (default 16)")
+    parser.add_argument(
+        "--num-workers",
+        type=int,
+        default=min(16, available_cores()),
+        help="worker processes (default: the cores available, at most 16 as upstream)",
+    )
     parser.add_argument(
         "--text-extension",
         action="append",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
+
+from fish_speech.parallel import available_cores
 
 HELP = "peak- then loudness-normalise every usable clip to WAV (as fap loudness-norm), copying each .lab"
 
@@ -25,9 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--num-workers",
         type=int,
-        default=os.cpu_count() or 1,
+        default=available_cores(),
         metavar="N",
-        help="worker processes (default: CPUs)",
+        help="worker processes (default: the cores available)",
     )
     parser.add_argument(
         "--max-seconds",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
+
+from fish_speech.parallel import available_cores
 
 HELP = "check every clip (transcript, decoding, length, level) and report ok / skipped with the reason"
 
@@ -27,9 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--num-workers",
         type=int,
-        default=os.cpu_count() or 1,
+        default=available_cores(),
         metavar="N",
-        help="decode in N processes (default: CPUs)",
+        help="decode in N processes (default: the cores available)",
     )
 
 
