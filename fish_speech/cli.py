@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 
 from fish_speech import __version__
 from fish_speech.errors import UserError
+from fish_speech.logs import setup_logging
 
 # sub-command name -> module under fish_speech.commands (order = order in --help)
 COMMANDS: dict[str, str] = {
@@ -63,11 +63,7 @@ def permission_message(e: PermissionError) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    setup_logging(args.verbose)
     try:
         return int(args._run(args) or 0)
     except UserError as e:

@@ -42,3 +42,14 @@ def report_numbers(values: dict, prefix: str = "", depth: int = 0) -> dict[str, 
 def read_report_numbers(path: str | os.PathLike) -> dict[str, float]:
     """`report_numbers` of a JSON report file."""
     return report_numbers(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def fmt(value: object, digits: int = 5) -> str:
+    """A number for people: `digits` significant digits (17.803, not 17.80265235900879); None -> "-"."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) >= 10_000 else str(value)
+    return f"{value:.{digits}g}"

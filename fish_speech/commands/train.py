@@ -20,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fish_speech.options import options_from_args
+    from fish_speech.reports import fmt
     from fish_speech.text2semantic.options import TrainOptions
     from fish_speech.text2semantic.train import run_training
 
@@ -27,8 +28,13 @@ def run(args: argparse.Namespace) -> int:
     summary = run_training(options_from_args(TrainOptions, args, devices=devices))
     best = summary.get("best_checkpoint") or "-"
     print(
-        f"trained {summary['steps']} steps; final train loss {summary['final_train_loss']}, "
-        f"best validation loss {summary['best_val_loss']} ({best}); "
+        f"trained {summary['steps']} steps; final train loss {fmt(summary['final_train_loss'])}, "
+        f"best validation loss {fmt(summary['best_val_loss'])} ({best}); "
         f"checkpoints: earliest {summary['earliest_checkpoint']}, last {summary['last_checkpoint']}"
     )
+    if summary.get("truncated_samples") is not None:
+        print(
+            f"{summary['truncated_samples']} training samples were cut to --max-length "
+            f"{args.max_length} tokens (windows of several clips, as upstream)"
+        )
     return 0

@@ -149,7 +149,7 @@ def validate_clip(
                 reasons.append(("too_long", f"{info.duration:.1f} s is longer than {max_seconds:g} s"))
             if info.peak_dbfs < SILENCE_DBFS:
                 peak = "all zeros" if info.peak == 0 else f"peak {info.peak_dbfs:.1f} dBFS"
-                reasons.append(("silent", f"silent: {peak}"))
+                reasons.append(("silent", peak))  # printed after the reason code: "silent: all zeros"
         if info.clipping_share > CLIPPING_WARN_SHARE:
             r.warnings.append(f"clipping: {100 * info.clipping_share:.2f} % of samples at full scale")
         if info.channels > 2:

@@ -136,8 +136,9 @@ def load_model(
         )
     state = read_state_dict(path / MODEL_FILE)
     check_state_dict(state, config, path / MODEL_FILE)
+    float_dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
+    stored = _dtype_name(float_dtypes.copy().pop()) if len(float_dtypes) == 1 else "mixed float dtypes"
     if dtype is None:
-        float_dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
         dtype = float_dtypes.pop() if len(float_dtypes) == 1 else torch.float32
     state = {
         k: v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device)
@@ -149,13 +150,18 @@ def load_model(
     model.load_state_dict(state, strict=True, assign=True)
     model.reset_buffers(device)
     log.info(
-        "loaded %s: %s parameters, %s on %s",
+        "loaded %s: %s parameters, stored as %s, loaded as %s on %s",
         path / MODEL_FILE,
         f"{sum(p.numel() for p in model.parameters()):,}",
-        dtype,
+        stored,
+        _dtype_name(dtype),
         device,
     )
     return model.eval()
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def load_tokenizer(checkpoint_dir: str | os.PathLike) -> FishTokenizer:

@@ -24,6 +24,7 @@ import torch
 
 from fish_speech.errors import UserError
 from fish_speech.fileio import atomic_write_text
+from fish_speech.logs import quiet_lightning
 from fish_speech.text2semantic.options import TrainOptions
 from fish_speech.text2semantic.training.checkpoints import (
     CHECKPOINT_DIR,
@@ -37,6 +38,13 @@ from fish_speech.text2semantic.training.metrics import MetricsLog
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"
+# Lightning precision -> the dtype the matmuls run in (the stored dtype is logged by load_model)
+COMPUTE_DTYPES = {
+    "32-true": "float32",
+    "bf16-mixed": "bfloat16",
+    "bf16-true": "bfloat16",
+    "16-mixed": "float16",
+}
 
 
 def resolve_precision(precision: str) -> str:
@@ -74,6 +82,7 @@ def run_training(opts: TrainOptions) -> dict[str, Any]:
     from fish_speech.text2semantic.training.module import LoraTrainModule
     from fish_speech.text2semantic.training.monitor import TrainingMonitor
 
+    quiet_lightning()
     opts.check()
     started = time.time()
     out = Path(opts.output)
@@ -132,7 +141,14 @@ def run_training(opts: TrainOptions) -> dict[str, Any]:
     torch.manual_seed(opts.seed)
     setup_lora(model, spec)
     trainable = count_trainable(model)
-    log.info("LoRA %s: %s trainable parameters, precision %s", spec.name, f"{trainable:,}", precision)
+    log.info(
+        "LoRA %s: %s trainable parameters; precision %s: weights held in %s, computed in %s",
+        spec.name,
+        f"{trainable:,}",
+        precision,
+        str(base_dtype).removeprefix("torch."),
+        COMPUTE_DTYPES.get(precision, precision),
+    )
     module = LoraTrainModule(
         model,
         spec,
