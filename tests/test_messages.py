@@ -58,3 +58,26 @@ def test_silent_reason_is_said_once(tmp_path, write_clip, capsys):
     out = capsys.readouterr().out
     assert "zeros.wav: silent: all zeros" in out
     assert "silent: silent" not in out
+
+
+def test_extract_vq_progress_stays_in_range_when_clips_are_skipped(tmp_path):
+    """Skipped clips shrink the bar's total; float seconds made n exceed it (TqdmWarning, negative ETA)."""
+    import warnings
+
+    import soundfile as sf
+    from tqdm import TqdmWarning
+
+    from fish_speech.codec.extract_vq import extract_vq
+
+    data = tmp_path / "data"
+    data.mkdir()
+    # lengths for which (a + b + c) - b < a + c in float seconds
+    for name, samples in (("a", 35986), ("b", 20928), ("c", 32773)):
+        wav = np.full((samples, 1), 0.1, dtype=np.float32)
+        if name == "b":
+            wav[100] = np.nan  # decodes, then skipped as non-finite: its seconds leave the total
+        sf.write(data / f"{name}.wav", wav, 44100, subtype="FLOAT")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TqdmWarning)
+        summary = extract_vq(data, T2S.parent / "codec" / "codec.pth", device="cpu", num_workers=0)
+    assert summary["written"] == 2 and len(summary["skipped"]) == 1

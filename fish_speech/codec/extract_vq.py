@@ -375,10 +375,12 @@ def _run(
         prefetch_factor=2 if num_workers else None,
     )
     encoder = _Encoder(model, dev, autocast_dtype)
-    total = sum(c.seconds for c in clips)
+    # Counted in samples (integers): float seconds subtracted for skipped clips can leave the total
+    # a rounding error below the sum of updates (tqdm then clamps and shows a negative ETA).
     bar = tqdm(
-        total=total,
+        total=sum(c.samples_44k for c in clips),
         unit="audio-s",
+        unit_scale=1 / SAMPLE_RATE,
         desc="extract-vq",
         disable=not progress,
         dynamic_ncols=True,
@@ -392,13 +394,13 @@ def _run(
                     clip = clips[item["index"]]
                     if "error" in item:
                         _skip(summary["skipped"], clip.path, item["error"])
-                        bar.total -= clip.seconds
+                        bar.total -= clip.samples_44k
                         continue
                     try:
                         ready.append((clip, encoder.prepare(item)))
                     except UserError as e:  # e.g. an absurd sample-rate pair
                         _skip(summary["skipped"], clip.path, str(e).removeprefix(f"{clip.path}: "))
-                        bar.total -= clip.seconds
+                        bar.total -= clip.samples_44k
                 if not ready:
                     continue
                 codes = encoder.encode([w for _, w in ready])
@@ -408,7 +410,7 @@ def _run(
                     summary["written"] += 1
                     summary["audio_seconds"] += seconds
                     summary["frames"] += int(c.shape[1])
-                    bar.update(clip.seconds)  # the header's estimate, so the bar ends at its total
+                    bar.update(clip.samples_44k)  # the header's estimate, so the bar ends at its total
     finally:
         if encoder.heap is not None:
             encoder.heap.set(False)  # leave the process's allocator as we found it
