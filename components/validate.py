@@ -21,4 +21,6 @@ def validate(
     from fish_speech.steps.common import log_metrics
     from fish_speech.steps.data import validate_step
 
-    log_metrics(metrics, validate_step(data.path, report.path, max_clip_seconds))
+    # the user's bucket or folder (fetch-data records it), not the artifact's path, names the data
+    source = data.metadata.get("source")
+    log_metrics(metrics, validate_step(data.path, report.path, max_clip_seconds, source=source))

@@ -18,6 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", metavar="R.md", help="write the report as Markdown")
     parser.add_argument("--json", metavar="R.json", help="write the report as JSON")
     parser.add_argument(
+        "--source",
+        metavar="URI",
+        help="name the data as URI in the report (where DATA_DIR was copied from; default DATA_DIR)",
+    )
+    parser.add_argument(
         "--max-seconds",
         type=float,
         default=DEFAULT_MAX_SECONDS,
@@ -41,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     if args.num_workers < 1:
         raise UserError(f"--num-workers must be at least 1, got {args.num_workers}")
 
-    report = validate_dir(args.data_dir, max_seconds=args.max_seconds, num_workers=args.num_workers)
+    report = validate_dir(
+        args.data_dir, max_seconds=args.max_seconds, num_workers=args.num_workers, source=args.source
+    )
     write_report(report, args.json, args.report)
     s = report.summary()
     print(

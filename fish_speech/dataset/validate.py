@@ -36,6 +36,13 @@ DEFAULT_MAX_SECONDS = 190.0
 SILENCE_DBFS = -60.0
 MAX_LAB_BYTES = 64 * 1024  # a transcript for a clip of a few minutes is a few KB
 CLIPPING_WARN_SHARE = 0.001
+LOW_SPEAKER_MINUTES = 1.0  # a speaker with less usable audio than this gets a warning in the report
+# chars/second outliers: a clip whose rate is off its speaker's median by this factor (either way)
+# usually has the wrong transcript (another clip's, a truncated one, or one for a longer recording)
+RATE_OUTLIER_FACTOR = 1.8
+RATE_MIN_CLIPS = 5  # fewer clips than this: no median to compare against
+TRANSCRIPT_SHOWN = 80  # characters of each transcript in the Markdown table (JSON has all of it)
+DURATION_BINS = (1, 2, 5, 10, 20, 30, 60, 120)  # seconds: upper edges of the histogram's bins
 
 # Skip reason codes -> what they mean (the report's legend, and the README's table).
 REASONS: dict[str, str] = {
@@ -72,6 +79,7 @@ class ClipResult:
     peak_dbfs: float | None = None
     clipping: float | None = None  # share of samples at full scale
     text_chars: int | None = None
+    text: str | None = None  # the transcript, stripped
     warnings: list[str] = field(default_factory=list)
     clip: Clip | None = field(default=None, repr=False, compare=False)
 
@@ -79,9 +87,18 @@ class ClipResult:
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @property
+    def chars_per_second(self) -> float | None:
+        """Transcript characters per second of audio (speech is roughly 10-20 for English)."""
+        if not self.text_chars or not self.duration:
+            return None
+        return self.text_chars / self.duration
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("clip")
+        cps = self.chars_per_second
+        d["chars_per_second"] = None if cps is None else round(cps, 2)
         if d["peak_dbfs"] is not None and math.isinf(d["peak_dbfs"]):
             d["peak_dbfs"] = None  # JSON has no -inf; a None peak with a duration means all zeros
         return d
@@ -123,7 +140,8 @@ def validate_clip(
     if lab_reason:
         reasons.append((lab_reason, lab_detail))
     else:
-        r.text_chars = len(text.strip())
+        r.text = text.strip()
+        r.text_chars = len(r.text)
     if info is None:
         try:
             info = audio_stats(clip.audio)
@@ -172,6 +190,11 @@ class Report:
     data_dir: str
     max_seconds: float | None
     clips: list[ClipResult]
+    source: str | None = None  # where the clips came from, when `data_dir` is a copy (a pipeline artifact)
+
+    @property
+    def shown_source(self) -> str:
+        return self.source or self.data_dir
 
     @property
     def ok_clips(self) -> list[ClipResult]:
@@ -213,14 +236,90 @@ class Report:
             "minutes_ok": round(sum(c.duration or 0.0 for c in ok) / 60.0, 3),
         }
 
+    def rate_outliers(self) -> dict[str, str]:
+        """Usable clips whose characters per second are far off their speaker's median: path -> note.
+
+        The median is the speaker's when it has `RATE_MIN_CLIPS` usable clips, else that of all
+        usable clips (when there are that many); otherwise nothing is flagged.
+        """
+        rates = {c.path: c.chars_per_second for c in self.ok_clips if c.chars_per_second}
+        by_speaker: dict[str, list[float]] = {}
+        for c in self.ok_clips:
+            if c.path in rates:
+                by_speaker.setdefault(c.speaker, []).append(rates[c.path])
+        everyone = sorted(rates.values())
+        out: dict[str, str] = {}
+        for c in self.ok_clips:
+            rate = rates.get(c.path)
+            own = by_speaker.get(c.speaker, [])
+            pool = own if len(own) >= RATE_MIN_CLIPS else everyone
+            if rate is None or len(pool) < RATE_MIN_CLIPS:
+                continue
+            median = _median(pool)
+            if rate > median * RATE_OUTLIER_FACTOR or rate < median / RATE_OUTLIER_FACTOR:
+                whose = "the speaker's" if pool is own else "all clips'"
+                out[c.path] = (
+                    f"{rate:.1f} chars/s vs {whose} median {median:.1f}: check the transcript matches the audio"
+                )
+        return out
+
+    def warnings(self) -> list[str]:
+        """Folder-level warnings: speakers with little usable audio, clips at the top level."""
+        out = []
+        for name, sp in self.speakers().items():
+            if sp["minutes_ok"] < LOW_SPEAKER_MINUTES:
+                out.append(
+                    f"speaker `{name}`: only {60 * sp['minutes_ok']:.0f} s of usable audio in {sp['ok']} clip(s) "
+                    f"(under {LOW_SPEAKER_MINUTES:g} min): training sees very little of this voice"
+                )
+        top = [c for c in self.clips if c.speaker == "."]
+        if top:
+            out.append(
+                f"{len(top)} clip(s) sit directly in the data folder, listed as speaker `.`: training treats "
+                "them as one speaker named after the folder. Put each speaker's clips in a subfolder "
+                "(DATA/SPEAKER/clip.wav) to keep voices apart"
+            )
+        return out
+
+    def duration_histogram(self) -> list[tuple[str, int, float]]:
+        """(bin label, usable clips, usable minutes) per duration bin of `DURATION_BINS`."""
+        edges = (0, *DURATION_BINS)
+        rows = []
+        for i, low in enumerate(edges):
+            high = edges[i + 1] if i + 1 < len(edges) else None
+            inside = [
+                c.duration
+                for c in self.ok_clips
+                if c.duration is not None and c.duration >= low and (high is None or c.duration < high)
+            ]
+            label = f"{low}–{high} s" if high is not None else f"≥ {low} s"
+            rows.append((label, len(inside), sum(inside) / 60.0))
+        while rows and rows[-1][1] == 0:  # no empty bins past the longest clip or before the shortest
+            rows.pop()
+        while rows and rows[0][1] == 0:
+            rows.pop(0)
+        return rows
+
     def to_dict(self) -> dict[str, Any]:
+        outliers = self.rate_outliers()
+        clips = []
+        for c in self.clips:
+            d = c.to_dict()
+            d["rate_outlier"] = c.path in outliers
+            clips.append(d)
         return {
             "data_dir": self.data_dir,
+            "source": self.shown_source,
             "max_seconds": self.max_seconds,
             "summary": self.summary(),
             "reasons": self.reason_counts(),
             "speakers": self.speakers(),
-            "clips": [c.to_dict() for c in self.clips],
+            "warnings": self.warnings(),
+            "duration_histogram": [
+                {"bin": label, "clips": n, "minutes": round(m, 3)}
+                for label, n, m in self.duration_histogram()
+            ],
+            "clips": clips,
         }
 
     def to_json(self) -> str:
@@ -231,8 +330,19 @@ class Report:
         lines = [
             "# Data validation report",
             "",
-            f"`{self.data_dir}`: {s['clips']} clips, **{s['ok']} ok**, {s['skipped']} skipped; "
+            f"`{self.shown_source}`: {s['clips']} clips, **{s['ok']} ok**, {s['skipped']} skipped; "
             f"{s['minutes_ok']:.2f} usable minutes from {s['speakers']} speaker(s).",
+        ]
+        warnings = self.warnings()
+        outliers = self.rate_outliers()
+        if outliers:
+            warnings.append(
+                f"{len(outliers)} clip(s) with an unusual number of transcript characters per second "
+                "(flagged in the table below): likely a wrong or incomplete transcript"
+            )
+        if warnings:
+            lines += ["", "## Warnings", ""] + [f"- {_md(w)}" for w in warnings]
+        lines += [
             "",
             "## Speakers",
             "",
@@ -248,22 +358,50 @@ class Report:
         if counts:
             lines += ["", "## Skip reasons", "", "| reason | clips | meaning |", "|---|---:|---|"]
             lines += [f"| `{r}` | {n} | {REASONS.get(r, '')} |" for r, n in counts.items()]
+        histogram = self.duration_histogram()
+        if histogram:
+            widest = max(n for _, n, _ in histogram) or 1
+            lines += [
+                "",
+                "## Durations of the usable clips",
+                "",
+                "| duration | clips | minutes | |",
+                "|---|---:|---:|---|",
+            ]
+            lines += [
+                f"| {label} | {n} | {m:.2f} | {'█' * max(1, round(20 * n / widest)) if n else ''} |"
+                for label, n, m in histogram
+            ]
         lines += [
             "",
             "## Clips",
             "",
-            "| clip | status | duration (s) | rate (Hz) | channels | peak (dBFS) | clipping (%) | notes |",
-            "|---|---|---:|---:|---:|---:|---:|---|",
+            "| clip | status | duration (s) | chars/s | transcript | rate (Hz) | channels | peak (dBFS) "
+            "| clipping (%) | notes |",
+            "|---|---|---:|---:|---|---:|---:|---:|---:|---|",
         ]
         for c in self.clips:
             status = "ok" if c.ok else f"skipped: `{c.reason}`"
-            notes = "; ".join(([c.detail] if c.detail else []) + c.warnings)
+            notes = ([c.detail] if c.detail else []) + c.warnings
+            cps = _num(c.chars_per_second, ".1f")
+            if c.path in outliers:
+                cps = f"**{cps}** ⚠"
+                notes.append(outliers[c.path])
+            text = c.text or ""
+            if len(text) > TRANSCRIPT_SHOWN:
+                text = text[: TRANSCRIPT_SHOWN - 1] + "…"
             lines.append(
-                f"| {_md(c.path)} | {status} | {_num(c.duration, '.2f')} | {_num(c.sample_rate, 'd')} | "
-                f"{_num(c.channels, 'd')} | {_num(c.peak_dbfs, '.1f')} | "
-                f"{_num(None if c.clipping is None else 100 * c.clipping, '.3f')} | {_md(notes)} |"
+                f"| {_md(c.path)} | {status} | {_num(c.duration, '.2f')} | {cps} | {_md(text)} | "
+                f"{_num(c.sample_rate, 'd')} | {_num(c.channels, 'd')} | {_num(c.peak_dbfs, '.1f')} | "
+                f"{_num(None if c.clipping is None else 100 * c.clipping, '.3f')} | {_md('; '.join(notes))} |"
             )
         return "\n".join(lines) + "\n"
+
+
+def _median(values: list[float]) -> float:
+    v = sorted(values)
+    mid = len(v) // 2
+    return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
 
 
 def _md(text: str) -> str:
@@ -283,18 +421,20 @@ def validate_dir(
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
     num_workers: int = 1,
     progress: bool = True,
+    source: str | None = None,
 ) -> Report:
     """Validate every clip under `data_dir` (decoding each file fully, in `num_workers` processes).
 
-    `max_seconds` None or <= 0 means no length limit. Raises `UserError` when the folder is
-    missing or holds no audio file at all.
+    `max_seconds` None or <= 0 means no length limit. `source` is what the report names as the
+    data (e.g. the bucket the pipeline fetched `data_dir` from). Raises `UserError` when the folder
+    is missing or holds no audio file at all.
     """
     max_seconds = length_limit(max_seconds)
     clips = find_clips_or_fail(data_dir)
     results = map_in_workers(
         _validate_star, [(c, max_seconds) for c in clips], num_workers, "validate", progress=progress
     )
-    report = Report(os.fspath(data_dir), max_seconds, results)
+    report = Report(os.fspath(data_dir), max_seconds, results, source=source)
     for r in results:
         if not r.ok:
             log.info("skip %s: %s", r.path, r.detail)

@@ -59,11 +59,18 @@ def fetch_data_step(source: str, content_hash: str, mirror_root: str, output: st
         )
 
 
-def validate_step(data: str, report: str, max_clip_seconds: float) -> dict[str, float]:
-    """`fish-speech validate DATA --report REPORT`; the report's numbers."""
+def validate_step(
+    data: str, report: str, max_clip_seconds: float, source: str | None = None
+) -> dict[str, float]:
+    """`fish-speech validate DATA --report REPORT [--source SOURCE]`; the report's numbers.
+
+    `source` (where DATA was fetched from) is what the report names as the data.
+    """
     with tempfile.TemporaryDirectory(prefix="validate-") as tmp:
         report_json = Path(tmp) / "report.json"
         argv = ["validate", data, "--report", report, "--json", report_json]
+        if source:
+            argv += ["--source", source]
         if max_clip_seconds > 0:
             argv += ["--max-seconds", max_clip_seconds]
         run_command(argv)
