@@ -10,10 +10,8 @@ end), or empty: train straight into the output folder (no resume across pods).
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
-import html
 import json
 import logging
 import shutil
@@ -28,6 +26,7 @@ from fish_speech.reports import report_numbers
 from fish_speech.steps.common import StepError, run_command
 from fish_speech.text2semantic.options import TrainOptions
 from fish_speech.text2semantic.training.checkpoints import CHECKPOINT_DIR
+from fish_speech.text2semantic.training.metrics import loss_report_html
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +151,7 @@ def lora_train_step(
     metrics = _train_metrics(out)
     metrics["checkpoints"] = len(checkpoints)
     if loss_html:
-        atomic_write_text(loss_html, render_loss_html(out, opts.lora_config))
+        atomic_write_text(loss_html, loss_report_html(out, f"LoRA training: {opts.lora_config}"))
     return {
         "metrics": metrics,
         "checkpoints": [p.name for p in checkpoints],
@@ -178,25 +177,3 @@ def _train_metrics(out: Path) -> dict[str, float]:
             values = json.loads((out / name).read_text(encoding="utf-8"))
             return report_numbers(values) if isinstance(values, dict) else {}
     return {}
-
-
-def render_loss_html(out: Path, lora_config: str) -> str:
-    """A self-contained page: the run's loss.png inline and the last 20 rows of metrics.csv."""
-    body = [f"<h2>LoRA training: {html.escape(lora_config)}</h2>"]
-    if (out / "loss.png").is_file():
-        png = base64.b64encode((out / "loss.png").read_bytes()).decode("ascii")
-        body.append(f'<img alt="loss curves" src="data:image/png;base64,{png}" style="max-width:100%">')
-    else:
-        body.append("<p>No loss.png was written.</p>")
-    if (out / "metrics.csv").is_file():
-        rows = (out / "metrics.csv").read_text(encoding="utf-8").strip().splitlines()
-        cells = [r.split(",") for r in rows[:1] + rows[1:][-20:]]
-        table = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells
-        )
-        body.append(f"<h3>metrics.csv (last {len(cells) - 1} rows)</h3><table border=1>{table}</table>")
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>loss</title></head><body>"
-        + "".join(body)
-        + "</body></html>"
-    )

@@ -161,6 +161,8 @@ def run_training(opts: TrainOptions) -> dict[str, Any]:
     # ---- loop ----
     metrics = MetricsLog(out)
     metrics.load(up_to_step=start_step)
+    if start_step:
+        metrics.mark_resume(start_step)
     monitor = TrainingMonitor(
         metrics,
         ckpt_dir,
