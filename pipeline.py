@@ -171,7 +171,10 @@ def build_pipeline(retries: bool = True, merge_on_gpu: bool = False):
             return _on_gpu_pool(task, *pool, gpu_retry)
 
         status = c.report_status(
-            data_source=data_source, base_model=base_model, publish_destination=publish_destination
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            data_source=data_source,
+            base_model=base_model,
+            publish_destination=publish_destination,
         ).set_caching_options(False)
         with dsl.ExitHandler(status, name="fine-tune"):
             weights = io_step(c.fetch_weights(source=base_model, revision=base_revision))

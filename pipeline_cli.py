@@ -1,7 +1,7 @@
 """The modes of `python pipeline.py` besides the recipe itself: compile, run-local, submit, schedule.
 
     python pipeline.py --compile [--output fish-speech-lora.yaml] [--merge-on-gpu]
-    python pipeline.py --run-local [--data examples/demo-voice] [--base tiny|hf://...] [--output runs/local]
+    python pipeline.py --run-local [--data DIR|gs://...|s3://...] [--base tiny|hf://...] [--output runs/local] [-v]
     python pipeline.py --submit --host URL [--experiment NAME] [--param k=v ...]
     python pipeline.py --schedule "CRON" --host URL [--max-concurrency 1] [--no-catchup] [--param k=v ...]
 
@@ -11,12 +11,16 @@
 # No `from __future__ import annotations`: parse_params compares the pipeline's annotation objects.
 import argparse
 import builtins
+import io
 import json
 import logging
 import os
+import re
+import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +33,10 @@ from pipeline import (
     pipeline_parameters,
 )
 
-# Small settings for `--run-local` on a CPU: tiny random models, a few training steps.
-LOCAL_DEFAULTS: dict[str, Any] = {
+# The demo's settings (`make demo`, `--run-local` without `--data`): tiny random models, a few training
+# steps on a CPU. A local run on your own clips (`--data`) uses the pipeline's defaults instead.
+DEMO_DATA = REPO / "examples" / "demo-voice"
+DEMO_DEFAULTS: dict[str, Any] = {
     "base_model": "tiny",
     "max_steps": 4,
     "save_every": 2,
@@ -101,19 +107,163 @@ def _find_outputs(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def run_local(
+def local_arguments(
     data: str | os.PathLike,
-    base: str = "tiny",
+    base: str | None,
+    output: Path,
+    params: dict[str, Any] | None,
+    demo: bool,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The arguments of a local run and, for each one not at the pipeline's default, where it comes from."""
+    defaults = {name: p.default for name, p in pipeline_parameters().items()}
+    arguments = dict(defaults)
+    origin: dict[str, str] = {}
+
+    def put(values: dict[str, Any], why: str) -> None:
+        for key, value in values.items():
+            arguments[key] = value
+            origin[key] = why
+
+    if demo:
+        put(DEMO_DEFAULTS, "demo")
+    put(
+        {
+            "data_source": str(data),
+            "checkpoint_root": str(output / "checkpoints"),
+            "data_mirror_root": str(output / "mirror"),
+            "publish_destination": str(output / "model"),
+        },
+        "--data / --output",
+    )
+    if base:
+        put({"base_model": base}, "--base")
+    put(dict(params or {}), "--param")
+    return arguments, {k: v for k, v in origin.items() if arguments[k] != defaults.get(k) or v == "--param"}
+
+
+def describe_arguments(arguments: dict[str, Any], origin: dict[str, str]) -> str:
+    """The effective parameters of a run, one per line, with the source of each non-default."""
+    width = max(map(len, arguments))
+    lines = ["parameters of this run:"]
+    for key in sorted(arguments):
+        shown = json.dumps(arguments[key]) if isinstance(arguments[key], (dict, list)) else arguments[key]
+        why = f"  ({origin[key]})" if key in origin else ""
+        lines.append(f"  {key:<{width}} = {shown}{why}")
+    return "\n".join(lines)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_EXECUTING = re.compile(r"Executing task '([^']+)'")
+_TASK_FAILED = re.compile(r"Task '([^']+)' finished with status FAILURE")
+_CLI_ERROR = re.compile(r"fish-speech [\w-]+: error: (.*)")
+_EXCEPTION = re.compile(r"^\s*((?:\w+\.)*\w*(?:Error|Exception)): (.*)")
+# kfp.local's executor chatter: shown with -v only
+_EXECUTOR_NOISE = ("Looking for component", "Loading KFP component", "Wrote executor output file")
+
+
+class LocalRunLog(io.TextIOBase):
+    """stdout during a kfp.local run: drops the executor's JSON dumps and the frames of a failed step's
+    traceback (unless verbose; the exception line stays) and records why
+    each failed task failed (its first `fish-speech CMD: error:` line, else its last exception line)
+    as `failure.json` in its task folder, where report-status and the run summary read it."""
+
+    def __init__(self, out, run_dir: Callable[[], Path | None], verbose: bool = False) -> None:
+        self.out = out
+        self.run_dir = run_dir
+        self.verbose = verbose
+        self.buffer = ""
+        self.task: str | None = None
+        self.cli_errors: dict[str, str] = {}
+        self.exceptions: dict[str, str] = {}
+        self.failed: list[dict[str, str]] = []
+        self.traceback_indent: str | None = None
+        self.json_indent: str | None = None  # inside an executor_input dump: its indent ("?": next line)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.buffer += text
+        *lines, self.buffer = self.buffer.split("\n")
+        for line in lines:
+            if self.keep(line):
+                self.out.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self.buffer and self.keep(self.buffer):
+            self.out.write(self.buffer)
+        self.buffer = ""
+        self.out.flush()
+
+    def keep(self, line: str) -> bool:
+        plain = _ANSI.sub("", line)
+        self.observe(plain)
+        if self.verbose:
+            return True
+        indent = plain[: len(plain) - len(plain.lstrip())]
+        if self.json_indent == "?":  # the dump's "{": the dump ends at the "}" indented as much
+            self.json_indent = indent if plain.strip() == "{" else None
+            return self.json_indent is None
+        if self.json_indent is not None:
+            if plain.strip() == "}" and indent == self.json_indent:
+                self.json_indent = None
+            return False
+        if "[KFP Executor" in plain and "Got executor_input:" in plain:
+            self.json_indent = "?"
+            return False
+        if self.traceback_indent is not None:  # a step's traceback: its last line says it all
+            if len(indent) > len(self.traceback_indent) or not plain.strip():
+                return False
+            self.traceback_indent = None
+        if plain.strip() == "Traceback (most recent call last):":
+            self.traceback_indent = indent
+            return False
+        return not ("[KFP Executor" in plain and any(n in plain for n in _EXECUTOR_NOISE))
+
+    def observe(self, plain: str) -> None:
+        if m := _EXECUTING.search(plain):
+            self.task = m.group(1)
+            self.cli_errors.pop(self.task, None)
+            self.exceptions.pop(self.task, None)
+        elif m := _TASK_FAILED.search(plain):
+            task = m.group(1)
+            reason = self.cli_errors.get(task) or self.exceptions.get(task) or ""
+            self.failed.append({"task": task, "reason": reason})
+            run_dir = self.run_dir()
+            if run_dir is not None:
+                from fish_speech.status import write_failure
+
+                write_failure(run_dir / task, task, reason)
+        elif self.task and (m := _CLI_ERROR.search(plain)):
+            self.cli_errors.setdefault(self.task, m.group(1).strip())  # the first: the cause
+        elif self.task and (m := _EXCEPTION.match(plain)):
+            self.exceptions[self.task] = f"{m.group(1)}: {m.group(2)}".strip()  # the last: what ended it
+
+
+def run_local(
+    data: str | os.PathLike | None = None,
+    base: str | None = None,
     output: str | os.PathLike = REPO / "runs" / "local",
     params: dict[str, Any] | None = None,
+    demo: bool | None = None,
+    verbose: bool = False,
 ) -> dict[str, Any]:
     """Run the whole DAG with kfp.local in this Python environment; return where the outputs are.
 
-    Components run as subprocesses of this interpreter (SubprocessRunner(use_venv=False)), which must
-    have `fish_speech` installed, exactly as the step images do. Kubernetes settings do not apply here.
+    Without `data`, or with `demo=True`, it is the demo: the bundled demo voice with the demo's
+    settings (`DEMO_DEFAULTS`, tiny random models). With `data`, the pipeline's own defaults apply
+    (the real base model unless `base` says otherwise). Components run as subprocesses of this
+    interpreter (SubprocessRunner(use_venv=False)), which must have `fish_speech` installed, exactly
+    as the step images do; Kubernetes settings do not apply. A failed run raises `LocalRunFailed`
+    naming the step and its reason, after writing `run-summary.json`.
     """
     from kfp import local
 
+    from fish_speech.fileio import atomic_write_text
+
+    demo = data is None if demo is None else demo
+    data = DEMO_DATA if data is None else data
     if "://" not in str(data):  # a bucket URI goes to fetch-data as it is
         data = Path(data).resolve()
         if not data.is_dir():
@@ -121,40 +271,62 @@ def run_local(
     output = Path(output).resolve()
     root = output / "pipeline-root"
     root.mkdir(parents=True, exist_ok=True)
-    arguments: dict[str, Any] = {
-        **LOCAL_DEFAULTS,
-        "base_model": base,
-        "data_source": str(data),
-        "checkpoint_root": str(output / "checkpoints"),
-        "data_mirror_root": str(output / "mirror"),
-        "publish_destination": str(output / "model"),
-        **(params or {}),
-    }
-    # The step images' names are not Python images: kfp.local warns about every task; that is expected.
+    arguments, origin = local_arguments(data, base, output, params, demo)
+    print(describe_arguments(arguments, origin), flush=True)
+    # The step images' names are not Python images, and accelerator settings do not apply here:
+    # kfp.local warns about every task; that is expected.
     warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
+    warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
     log.info("running %s locally with kfp.local; outputs under %s", PIPELINE_NAME, output)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
     before = {p.name for p in root.iterdir()}
+
+    def run_dir() -> Path | None:
+        new = sorted(p for p in root.iterdir() if p.is_dir() and p.name not in before)
+        return new[-1] if new else None
+
     started = time.monotonic()
     # kfp.local swaps builtins.print for an indenting one per task, racily when tasks run in parallel
     # threads (the ParallelFor shards); put the real one back afterwards.
-    real_print = builtins.print
+    real_print, real_stdout = builtins.print, sys.stdout
+    stream = LocalRunLog(real_stdout, run_dir, verbose)
+    error: str | None = None
     try:
+        sys.stdout = stream  # before local.init: kfp's log handler binds sys.stdout there
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
         build_pipeline(retries=False)(**arguments)
+    except (
+        RuntimeError
+    ) as e:  # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
+        error = _ANSI.sub("", str(e))
     finally:
-        builtins.print = real_print
+        stream.flush()
+        builtins.print, sys.stdout = real_print, real_stdout
     seconds = time.monotonic() - started
-    new = sorted(p for p in root.iterdir() if p.is_dir() and p.name not in before)
-    if not new:
+    folder = run_dir()
+    if folder is None:
         raise RuntimeError(f"kfp.local wrote no run folder under {root}")
-    outputs = _find_outputs(new[-1])
-    outputs["published"] = arguments["publish_destination"] or None
+    outputs = _find_outputs(folder)
+    failed = stream.failed
+    outputs["state"] = "FAILED" if error else "SUCCEEDED"
+    outputs["failed"] = failed
+    outputs["published"] = None if error else (arguments["publish_destination"] or None)
     outputs["arguments"] = arguments
     outputs["wall_seconds"] = round(seconds, 1)
     summary = output / "run-summary.json"
-    summary.write_text(json.dumps(outputs, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    atomic_write_text(summary, json.dumps(outputs, indent=2, sort_keys=True) + "\n")
     outputs["summary"] = str(summary)
+    if error:
+        raise LocalRunFailed(failed, error, summary)
     return outputs
+
+
+class LocalRunFailed(RuntimeError):
+    """A local run failed: `failed` names the steps and their reasons (also in run-summary.json)."""
+
+    def __init__(self, failed: list[dict[str, str]], kfp_message: str, summary: Path) -> None:
+        self.failed, self.kfp_message, self.summary = failed, kfp_message, summary
+        said = "; ".join(f"{f['task']}: {f['reason'] or 'failed (see the log above)'}" for f in failed)
+        super().__init__(f"the local run failed at {said or kfp_message} (summary: {summary})")
 
 
 # ------------------------------------------------------------------------------------------ submit/schedule
@@ -243,9 +415,18 @@ def main(argv: list[str] | None = None) -> int:
         "run-local: output folder (default runs/local)",
     )
     parser.add_argument(
-        "--data", default=str(REPO / "examples" / "demo-voice"), help="run-local: clip folder, gs:// or s3://"
+        "--data",
+        help="run-local: clip folder, gs:// or s3:// (default: the demo voice, with the demo's small "
+        "settings and tiny models; with --data the pipeline's defaults apply)",
     )
-    parser.add_argument("--base", default="tiny", help="run-local: base model source (tiny, hf://..., dir)")
+    parser.add_argument(
+        "--base",
+        help="run-local: base model source (tiny, hf://..., dir; default: the pipeline's base_model, "
+        "or tiny for the demo)",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="details: kfp.local's executor output, API client warnings"
+    )
     parser.add_argument("--host", help="KFP API endpoint (submit, schedule)")
     parser.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
     parser.add_argument(
@@ -278,7 +459,13 @@ def main(argv: list[str] | None = None) -> int:
         path = compile_pipeline(args.output or DEFAULT_PACKAGE, merge_on_gpu=args.merge_on_gpu)
         print(f"wrote {path}")
     elif args.run_local:
-        outputs = run_local(args.data, args.base, args.output or REPO / "runs" / "local", params)
+        try:
+            outputs = run_local(
+                args.data, args.base, args.output or REPO / "runs" / "local", params, verbose=args.verbose
+            )
+        except LocalRunFailed as e:
+            print(f"pipeline.py --run-local: {e}", file=sys.stderr)
+            return 1
         print(json.dumps({k: v for k, v in outputs.items() if k not in ("metrics", "arguments")}, indent=2))
     else:
         if not args.host:

@@ -25,13 +25,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--data", default=str(REPO / "examples" / "demo-voice"), help="clip folder")
     parser.add_argument("--base", default="tiny", help="base model source (default: tiny random model)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show kfp.local's executor details")
     parser.add_argument("--output", default=str(REPO / "runs" / "demo"), help="output folder")
     args = parser.parse_args(argv)
 
     import pipeline_cli
 
     started = time.monotonic()
-    out = pipeline_cli.run_local(args.data, base=args.base, output=args.output)
+    try:
+        out = pipeline_cli.run_local(
+            args.data, base=args.base, output=args.output, demo=True, verbose=args.verbose
+        )
+    except pipeline_cli.LocalRunFailed as e:
+        print(f"demo: {e}", file=sys.stderr)
+        return 1
     wall = time.monotonic() - started
 
     from fish_speech.text2semantic.checkpoint import load_model
@@ -56,7 +63,13 @@ def main(argv: list[str] | None = None) -> int:
             f"  clips: {validate.get('ok', '?')} ok of {validate.get('clips', '?')}, {validate.get('minutes_ok', '?')} min"
         )
     if train:
-        shown = {k: v for k, v in train.items() if "loss" in k or "tokens" in k or k == "global_step"}
+        from fish_speech.reports import fmt
+
+        shown = ", ".join(
+            f"{k.replace('_', ' ')} {fmt(v)}"
+            for k, v in train.items()
+            if "loss" in k or "tokens" in k or k == "global_step"
+        )
         print(f"  training: {shown}")
     print("=" * 78)
 

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except UserError as e:
         print(f"fish-speech {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_status
     except PermissionError as e:
         print(f"fish-speech {args.command}: error: {permission_message(e)}", file=sys.stderr)
         return 2

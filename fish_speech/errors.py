@@ -2,7 +2,15 @@
 
 
 class UserError(Exception):
-    """Bad input or set-up that the user can fix: the message names the file and the problem."""
+    """Bad input or set-up that the user can fix: the message names the file and the problem.
+
+    `exit_status` is the command's exit status (2: bad input; 1: the input was read but nothing
+    in it is usable, e.g. no usable clip).
+    """
+
+    def __init__(self, message: str, exit_status: int = 2) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 def load_failure(error: BaseException) -> str:

@@ -24,13 +24,44 @@ class FakeKfpApi(BaseHTTPRequestHandler):
     """Just enough of KFP's v2beta1 REST API for kfp.Client: healthz, experiments, runs, recurring runs."""
 
     requests: list[dict] = []
+    # what GET /runs/{id} answers: a run whose validate task failed inside the exit handler's DAG
+    run_record: dict = {
+        "display_name": "fish-speech-lora 2026-01-01",
+        "state": "FAILED",
+        "created_at": "2026-01-01T10:00:00Z",
+        "run_details": {
+            "task_details": [
+                {"display_name": "fish-speech-lora", "state": "FAILED", "child_tasks": [{"task_id": "1"}]},
+                {"display_name": "exit-handler-1", "state": "FAILED", "child_tasks": [{"task_id": "2"}]},
+                {"display_name": "fetch-data", "state": "SUCCEEDED"},
+                {
+                    "display_name": "validate",
+                    "state": "FAILED",
+                    "error": {
+                        "code": 2,
+                        "message": "Traceback (most recent call last):\n  ...\n"
+                        "RuntimeError: validate: s3://clips/anna: no usable clip (3 skipped: 3 x silent)",
+                    },
+                },
+                {"display_name": "report-status", "state": "RUNNING"},
+            ]
+        },
+    }
 
     def _reply(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         body = json.loads(raw) if raw else None
         path = self.path.split("?", 1)[0]
-        self.requests.append({"method": self.command, "path": path, "query": self.path, "body": body})
+        self.requests.append(
+            {
+                "method": self.command,
+                "path": path,
+                "query": self.path,
+                "body": body,
+                "auth": self.headers.get("Authorization"),
+            }
+        )
         if path == "/apis/v2beta1/healthz":
             reply = {"multi_user": False}
         elif path == "/apis/v2beta1/experiments" and self.command == "GET":
@@ -39,6 +70,8 @@ class FakeKfpApi(BaseHTTPRequestHandler):
             reply = {"experiment_id": "exp-1", "display_name": body["display_name"]}
         elif path.startswith("/apis/v2beta1/experiments/"):
             reply = {"experiment_id": "exp-1", "display_name": "fish-speech-lora"}
+        elif path.startswith("/apis/v2beta1/runs/") and self.command == "GET":
+            reply = self.run_record | {"run_id": path.rsplit("/", 1)[-1]}
         elif path == "/apis/v2beta1/runs" and self.command == "POST":
             reply = {"run_id": "run-42", "experiment_id": body.get("experiment_id")}
         elif path == "/apis/v2beta1/recurringruns" and self.command == "POST":
@@ -172,3 +205,48 @@ def test_submit_needs_a_host():
 
     with pytest.raises(SystemExit):
         pipeline.main(["--submit"])
+
+
+def test_status_report_asks_the_kfp_api_for_the_failed_step(kfp_api, tmp_path, monkeypatch):
+    """On a cluster report-status names the failed step and its reason from the KFP API's run record."""
+    import datetime as dt
+
+    from fish_speech.status import one_line_summary, render_status, status_record
+
+    host, requests = kfp_api
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "token"))
+    (tmp_path / "token").write_text("sa-token\n")
+    now = dt.datetime(2026, 1, 1, 10, 42, 5, tzinfo=dt.timezone.utc).timestamp()
+    record = status_record(
+        "FAILED",
+        run_id="run-42",
+        error_message="Task exit-handler-1 failed.",
+        sources={"data_source": "s3://clips/anna", "base_model": "hf://fishaudio/openaudio-s1-mini"},
+        run_dir=tmp_path / "outputs",  # a pod's output folder, not a kfp.local run folder
+        api_host=host,
+        now=now,
+    )
+    (get,) = [r for r in requests if r["path"] == "/apis/v2beta1/runs/run-42"]
+    assert get["method"] == "GET" and get["auth"] == "Bearer sa-token"
+    assert record["failed"] == [
+        {
+            "task": "validate",
+            "reason": "RuntimeError: validate: s3://clips/anna: no usable clip (3 skipped: 3 x silent)",
+        }
+    ]
+    assert record["duration_s"] == 42 * 60 + 5
+    text = render_status(record)
+    assert text.startswith("# Run FAILED")
+    assert "after 42 min 5 s" in text
+    assert "| validate | RuntimeError: validate: s3://clips/anna: no usable clip" in text
+    assert "exit-handler" not in text
+    assert one_line_summary(record).startswith("FAILED: validate: ")
+
+
+def test_status_report_without_the_kfp_api_says_so(tmp_path):
+    from fish_speech.status import render_status, status_record
+
+    record = status_record("FAILED", run_id="run-1", run_dir=tmp_path, api_host="http://127.0.0.1:9")
+    text = render_status(record)
+    assert "could not ask the KFP API about run run-1" in text
+    assert "no failed step was recorded" in text

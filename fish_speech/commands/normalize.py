@@ -64,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
     write_summary(summary, args.json, args.report)
     print(summary.format())
     if not summary.usable:
-        print(f"no usable clip in {args.input_dir}")
-        return 1
+        skipped = [o.reason for o in summary.outcomes if o.status == "skipped"]
+        reasons = ", ".join(f"{skipped.count(r)} x {r}" for r in sorted(set(skipped)))
+        raise UserError(
+            f"{args.input_dir}: no usable clip ({len(skipped)} skipped: {reasons})", exit_status=1
+        )
     return 0

@@ -58,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     for reason, n in report.reason_counts().items():
         print(f"  skipped {n} x {reason}")
     if not report.usable:
-        print(f"no usable clip in {args.data_dir}")
-        return 1
+        reasons = ", ".join(f"{n} x {r}" for r, n in report.reason_counts().items())
+        raise UserError(
+            f"{args.source or args.data_dir}: no usable clip ({s['clips']} skipped: {reasons})", exit_status=1
+        )
     return 0
