@@ -160,6 +160,36 @@ def build_pipeline(retries: bool = True, merge_on_gpu: bool = False):
         data_mirror_root: str = f"{WORKSPACE_MOUNT}/mirror",
         publish_destination: str = "",
     ):
+        """LoRA fine-tuning of Fish Speech / OpenAudio S1-mini on a folder or bucket of clips.
+
+        Args:
+            data_source: Clips (DATA/SPEAKER/clip.wav + clip.lab): gs://..., s3://..., or a path on the workspace PVC (mounted at /mnt/fish-speech).
+            base_model: Base weights: hf://ORG/NAME, gs://..., s3://..., a PVC path, or tiny (a random model, for tests).
+            base_revision: Commit, branch or tag of an hf:// base model (empty: the default branch).
+            lora_config: LoRA config of training and merge: r_8_alpha_16, r_32_alpha_16_fast or r_<R>_alpha_<A>.
+            max_steps: Optimizer steps of LoRA training.
+            batch_size: Samples per batch and GPU.
+            accumulate_grad_batches: Batches per optimizer step.
+            learning_rate: AdamW learning rate.
+            val_fraction: Share of each speaker's clips held out for validation (0: none).
+            save_every: Checkpoint (and validate) every N steps.
+            checkpoint: What merge-lora merges: best, last, earliest, step_N or a checkpoint file name.
+            max_clip_seconds: Clips longer than this are skipped (0: no limit; 190 is the longest the codec accepts).
+            loudness: Loudness target of normalize, LUFS (BS.1770-4).
+            peak: Peak target of normalize before the loudness gain, dBFS.
+            num_vq_shards: Parallel extract-vq tasks (one GPU pod each).
+            vq_batch_size: Clips per extract-vq batch.
+            vq_precision: float32 (upstream's codes) or bfloat16 (faster; may change codes).
+            accelerator_type: Accelerator of the GPU steps (extract-vq, lora-train, merge-lora).
+            accelerator_count: Accelerators per GPU step (more than 1: DDP training).
+            gpu_node_selector: Node selector (JSON) that puts the GPU steps on the GPU pool.
+            gpu_tolerations: Tolerations (JSON list) of the GPU steps for the GPU pool's taints.
+            workspace_pvc: PVC mounted at /mnt/fish-speech: data paths, the data mirror, training checkpoints.
+            checkpoint_root: Where lora-train keeps checkpoints so a retried task resumes: a PVC path or gs:// / s3:// prefix (empty: inside the artifact).
+            data_mirror_root: Where content-hash keeps an incremental mirror of the clips (empty: no mirror).
+            publish_destination: Copy the merged model there (gs://, s3://, hf://, PVC path; empty: no publish step).
+        """
+
         def storage(task):  # a task that reads or writes a bucket or the workspace volume
             return _on_workspace(_with_storage_secrets(task), workspace_pvc)
 
@@ -257,14 +287,33 @@ def pipeline_parameters() -> dict[str, inspect.Parameter]:
     return dict(inspect.signature(build_pipeline().pipeline_func).parameters)
 
 
-def compile_pipeline(output: str | os.PathLike = DEFAULT_PACKAGE, merge_on_gpu: bool = False) -> Path:
-    """Write the pipeline YAML (pipeline spec + Kubernetes platform spec) to `output`, atomically."""
+def compile_pipeline(
+    output: str | os.PathLike = DEFAULT_PACKAGE,
+    merge_on_gpu: bool = False,
+    params: dict | None = None,
+) -> Path:
+    """Write the pipeline YAML (pipeline spec + Kubernetes platform spec) to `output`, atomically.
+
+    `params` replace the defaults of those pipeline parameters in the YAML (what the UI pre-fills).
+    """
     from kfp import compiler
 
     output = Path(output)
     with atomic_path(output, suffix=".yaml") as tmp:
-        compiler.Compiler().compile(build_pipeline(merge_on_gpu=merge_on_gpu), package_path=str(tmp))
+        compiler.Compiler().compile(
+            build_pipeline(merge_on_gpu=merge_on_gpu),
+            package_path=str(tmp),
+            pipeline_parameters=params or None,
+        )
     return output
+
+
+def parameter_help() -> dict[str, str]:
+    """Each pipeline parameter's description, from the pipeline function's docstring `Args:`."""
+    import docstring_parser  # a kfp dependency: KFP reads the same docstring for the YAML
+
+    doc = docstring_parser.parse(build_pipeline().pipeline_func.__doc__ or "")
+    return {p.arg_name: " ".join((p.description or "").split()) for p in doc.params}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from pipeline import (
     REPO,
     build_pipeline,
     compile_pipeline,
+    parameter_help,
     pipeline_parameters,
 )
 
@@ -76,6 +77,35 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
             raise SystemExit(f"--param {key}={value!r}: {e}") from None
         out[key] = parsed
     return out
+
+
+PLACEHOLDER_REGISTRY = "ghcr.io/example"  # images/images.json's registry until you set your own
+
+
+def check_images() -> None:
+    """Refuse to compile against the placeholder registry unless images.json holds pushed digests."""
+    from components.images import image_ref
+
+    refs = [image_ref(kind) for kind in ("cpu", "gpu")]
+    placeholder = [r for r in refs if r.startswith(PLACEHOLDER_REGISTRY + "/") and "@sha256:" not in r]
+    if placeholder:
+        raise SystemExit(
+            f"the step images would be {', '.join(placeholder)}: the placeholder registry of "
+            "images/images.json, which no cluster can pull. Build and push yours "
+            "(make build-images push-images IMAGE_REGISTRY=REG) and pass --registry REG (or IMAGE_REGISTRY)"
+        )
+
+
+def _parameters_epilog() -> str:
+    try:
+        params, helps = pipeline_parameters(), parameter_help()
+    except Exception as e:  # --help must work even where kfp is missing or broken
+        return f"(pipeline parameters unavailable: {type(e).__name__}: {e})"
+    lines = ["pipeline parameters (--param NAME=VALUE; defaults in brackets):"]
+    for name, p in params.items():
+        default = json.dumps(p.default) if isinstance(p.default, (dict, list)) else p.default
+        lines.append(f"  {name} [{default}]: {helps.get(name, '')}")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------- run-local
@@ -399,10 +429,26 @@ def schedule(
     return job.recurring_run_id
 
 
+def _api_error(error: Exception) -> str:
+    """One line for a failed KFP API call (urllib3 and kfp_server_api errors carry the cause inside)."""
+    reason = getattr(error, "reason", None)  # urllib3 MaxRetryError: the connection error
+    text = str(reason if reason is not None else error)
+    if getattr(error, "status", None):  # kfp_server_api.ApiException: HTTP status and reason
+        text = f"HTTP {error.status} {getattr(error, 'reason', '')}".strip()
+        body = getattr(error, "body", None)
+        if body:
+            text += f": {' '.join(str(body).split())[:300]}"
+    text = " ".join(text.split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line of `python pipeline.py` (see the module docstring)."""
+    help_wanted = any(a in ("-h", "--help") for a in (sys.argv[1:] if argv is None else argv))
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__,
+        epilog=_parameters_epilog() if help_wanted else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--compile", action="store_true", help="write the pipeline YAML")
@@ -425,7 +471,10 @@ def main(argv: list[str] | None = None) -> int:
         "or tiny for the demo)",
     )
     parser.add_argument(
-        "-v", "--verbose", action="store_true", help="details: kfp.local's executor output, API client warnings"
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="details: kfp.local's executor output, API client warnings",
     )
     parser.add_argument("--host", help="KFP API endpoint (submit, schedule)")
     parser.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
@@ -456,8 +505,10 @@ def main(argv: list[str] | None = None) -> int:
     params = parse_params(args.param)
 
     if args.compile:
-        path = compile_pipeline(args.output or DEFAULT_PACKAGE, merge_on_gpu=args.merge_on_gpu)
-        print(f"wrote {path}")
+        check_images()
+        path = compile_pipeline(args.output or DEFAULT_PACKAGE, merge_on_gpu=args.merge_on_gpu, params=params)
+        shown = f" with defaults {', '.join(f'{k}={v}' for k, v in params.items())}" if params else ""
+        print(f"wrote {path}{shown}")
     elif args.run_local:
         try:
             outputs = run_local(
@@ -470,19 +521,32 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if not args.host:
             parser.error("--submit and --schedule need --host URL")
-        if args.submit:
-            run_id = submit(args.host, args.experiment, params, args.namespace, args.service_account)
-            print(f"submitted run {run_id} to {args.host}")
-        else:
-            job_id = schedule(
-                args.host,
-                args.schedule,
-                args.experiment,
-                params,
-                args.max_concurrency,
-                args.no_catchup,
-                args.namespace,
-                args.service_account,
+        if args.schedule:
+            _cron(args.schedule)  # a bad expression fails before anything else
+        check_images()
+        if not args.verbose:  # kfp.Client's version warning and urllib3's retry lines: -v shows them
+            warnings.filterwarnings("ignore", message="This client only works", category=FutureWarning)
+            logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # kfp resets "urllib3"
+        try:
+            if args.submit:
+                run_id = submit(args.host, args.experiment, params, args.namespace, args.service_account)
+                print(f"submitted run {run_id} to {args.host}")
+            else:
+                job_id = schedule(
+                    args.host,
+                    args.schedule,
+                    args.experiment,
+                    params,
+                    args.max_concurrency,
+                    args.no_catchup,
+                    args.namespace,
+                    args.service_account,
+                )
+                print(f"created recurring run {job_id} ({_cron(args.schedule)}) on {args.host}")
+        except Exception as e:  # unreachable host, refused request, auth: one line, not urllib3's frames
+            print(
+                f"pipeline.py: the KFP API at {args.host} did not take the request: {_api_error(e)}",
+                file=sys.stderr,
             )
-            print(f"created recurring run {job_id} ({_cron(args.schedule)}) on {args.host}")
+            return 1
     return 0

@@ -140,6 +140,8 @@ def test_submit(kfp_api, capsys):
             'gpu_node_selector={"pool": "l4"}',
             "--service-account",
             "fish-speech-pipeline",
+            "--registry",
+            "reg.example/team",
         ]
     )
     assert status == 0
@@ -174,6 +176,8 @@ def test_schedule(kfp_api, capsys):
             "publish_destination=gs://models/anna",
             "--param",
             "num_vq_shards=4",
+            "--registry",
+            "reg.example/team",
         ]
     )
     assert status == 0
