@@ -60,16 +60,25 @@ def permission_message(e: PermissionError) -> str:
     )
 
 
+# The last one-line error `main` printed ("COMMAND: message"), for callers that run commands
+# in-process and report why one failed (fish_speech.steps.common.run_command).
+last_error: str | None = None
+
+
 def main(argv: list[str] | None = None) -> int:
+    global last_error
+    last_error = None
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     try:
         return int(args._run(args) or 0)
     except UserError as e:
+        last_error = f"{args.command}: {e}"
         print(f"fish-speech {args.command}: error: {e}", file=sys.stderr)
         return e.exit_status
     except PermissionError as e:
+        last_error = f"{args.command}: {permission_message(e)}"
         print(f"fish-speech {args.command}: error: {permission_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

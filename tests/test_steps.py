@@ -85,8 +85,9 @@ def test_train_step_rejects_bad_settings_before_training(tmp_path):
 
 
 def test_run_command_raises_with_the_command_line(tmp_path):
-    with pytest.raises(StepError, match=r"fish-speech validate .*nowhere exited with status 2"):
+    with pytest.raises(StepError, match=r"fish-speech validate .*nowhere exited with status 2") as e:
         run_command(["validate", tmp_path / "nowhere"])
+    assert str(e.value).startswith(f"validate: {tmp_path / 'nowhere'}: ")  # the command's own reason first
 
 
 def test_log_metrics_logs_and_writes_the_file(tmp_path):

@@ -16,12 +16,17 @@ class StepError(RuntimeError):
 
 
 def run_command(argv: list[str]) -> None:
-    """Run `fish-speech ARGV` in this process; raise `StepError` on a non-zero exit status."""
-    from fish_speech.cli import main
+    """Run `fish-speech ARGV` in this process; raise `StepError` on a non-zero exit status.
 
-    status = main([str(a) for a in argv])
+    The error names the command's own one-line reason when it printed one (what a run's status report
+    shows for the failed step), else the command line and its status.
+    """
+    from fish_speech import cli
+
+    status = cli.main([str(a) for a in argv])
     if status != 0:
-        raise StepError(f"fish-speech {' '.join(map(str, argv))} exited with status {status}")
+        command = f"fish-speech {' '.join(map(str, argv))} exited with status {status}"
+        raise StepError(f"{cli.last_error} [{command}]" if cli.last_error else command)
 
 
 def report_metrics(path: str | os.PathLike) -> dict[str, float]:
