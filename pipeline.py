@@ -2,7 +2,7 @@
 """The Kubeflow pipeline: LoRA fine-tuning of Fish Speech / OpenAudio S1-mini on a folder or bucket of clips.
 
     python pipeline.py --compile [--output fish-speech-lora.yaml] [--merge-on-gpu]
-    python pipeline.py --run-local [--data examples/demo-voice] [--base tiny|hf://...] [--output runs/local]
+    python pipeline.py --run-local [--data DIR|gs://...|s3://...] [--base tiny|hf://...] [--output runs/local] [-v]
     python pipeline.py --submit --host URL [--experiment NAME] [--param k=v ...]
     python pipeline.py --schedule "CRON" --host URL [--max-concurrency 1] [--no-catchup] [--param k=v ...]
 

@@ -197,10 +197,10 @@ def render_status(record: dict[str, Any]) -> str:
             "merged_model": "merged model (artifact)",
             "published_to": "model published to",
         }
-        lines += ["", "## Results", "", "| | |", "|---|---|"]
+        lines += ["", "## Results", "", "| result | value |", "|---|---|"]
         lines += [f"| {names.get(k, k)} | {_md(fmt(v))} |" for k, v in results.items()]
     if record["sources"]:
-        lines += ["", "## Inputs", "", "| | |", "|---|---|"]
+        lines += ["", "## Inputs", "", "| input | value |", "|---|---|"]
         lines += [f"| {k} | {_md(str(v))} |" for k, v in record["sources"].items() if v]
     if record.get("run_id"):
         lines += ["", f"Run id: `{record['run_id']}`"]

@@ -98,7 +98,11 @@ def test_every_step_ran(local_run):
     shards = sorted(run_dir.glob("*/extract-vq/executor_output.json"))
     assert len(shards) == 2, "the local run fans extract-vq out over 2 shards"
     status = Path(local_run["summary"]["status_report"]).read_text()
-    assert "SUCCEEDED" in status
+    assert status.startswith("# Run SUCCEEDED")
+    # what a successful run's status says: losses, the checkpoint merged, where the model went
+    assert "| best validation loss |" in status and "| checkpoint merged | step_" in status
+    assert f"| model published to | {local_run['summary']['published']} |" in status
+    assert local_run["summary"]["state"] == "SUCCEEDED" and local_run["summary"]["failed"] == []
 
 
 @pytest.mark.slow
@@ -118,7 +122,8 @@ def test_reports_and_metrics(local_run):
     summary = local_run["summary"]
     assert "anna" in Path(summary["validation_report"]).read_text()
     html = Path(summary["loss_plot"]).read_text()
-    assert html.startswith("<!DOCTYPE html>") and "<h2>LoRA training" in html
+    assert html.startswith("<!DOCTYPE html>") and "<h1>LoRA training: r_8_alpha_16</h1>" in html
+    assert "data:image/png;base64," in html and "<th>best validation loss</th>" in html
     metrics = summary["metrics"]
     validate = next(m for task, m in metrics.items() if task.endswith("validate"))
     assert validate["clips"] == 16
