@@ -22,3 +22,10 @@ def test_fetch_weights_tiny_codec_key_count(tmp_path):
     assert {int(n) for n in stated} == {keys}
     assert "541-key" not in README.split("`fetch-weights tiny` writes")[1][:80]
     assert len(expected_codec_state_dict_shapes(CodecConfig.s1_mini())) == 541
+
+
+def test_demo_wall_time_is_stated_once():
+    """One measured figure for `make demo`, not several that disagree."""
+    figures = set(re.findall(r"(?:ran locally in|`make demo`[^|\n]*\|[^|\n]*\|) *(\d+) s", README))
+    figures |= set(re.findall(r"measured: (\d+) s", README))
+    assert len(figures) == 1, figures
