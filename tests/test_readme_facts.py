@@ -11,9 +11,9 @@ README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encodi
 def test_fetch_weights_tiny_codec_key_count(tmp_path):
     import torch
 
+    from fish_speech.base_model.tiny import write_tiny_checkpoint
     from fish_speech.codec.checkpoint import expected_codec_state_dict_shapes
     from fish_speech.codec.model import CodecConfig
-    from fish_speech.tiny import write_tiny_checkpoint
 
     stated = re.findall(r"`fetch-weights tiny` writes the (\d+)-key tiny codec", README)
     assert stated, "README no longer states the tiny codec's key count"
