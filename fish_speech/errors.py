@@ -25,4 +25,5 @@ def load_failure(error: BaseException) -> str:
         detail = next((line.strip() for line in text.split(marker, 1)[1].splitlines() if line.strip()), "")
         return f"not a weights-only torch checkpoint ({detail})" if detail else "not a torch checkpoint"
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    first = first.split(". ", 1)[0]  # torch's zip errors go on with a paragraph of guesses
     return f"not a torch checkpoint, or a damaged one ({type(error).__name__}{': ' + first if first else ''})"

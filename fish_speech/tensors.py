@@ -26,7 +26,7 @@ def read_checkpoint(path: str | os.PathLike, what: str = "checkpoint", mmap: boo
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except Exception as e:  # truncated zip, forbidden pickle globals, not a torch file
         # one line: torch's own message is several lines of advice about weights_only=False
-        raise UserError(f"{path}: cannot load {what}: {load_failure(e)}") from None
+        raise UserError(f"{path}: cannot read the file, so cannot load {what}: {load_failure(e)}") from None
 
 
 def load_tensors(
