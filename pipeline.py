@@ -127,6 +127,7 @@ def build_pipeline(retries: bool = True, merge_on_gpu: bool = False):
     from kfp import dsl
 
     import components as c
+    from components.images import GPU_IMAGE
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -159,6 +160,9 @@ def build_pipeline(retries: bool = True, merge_on_gpu: bool = False):
         checkpoint_root: str = f"{WORKSPACE_MOUNT}/checkpoints",
         data_mirror_root: str = f"{WORKSPACE_MOUNT}/mirror",
         publish_destination: str = "",
+        train_nodes: int = 1,
+        trainer_runtime: str = "torch-distributed",
+        trainjob_timeout_hours: float = 72.0,
     ):
         """LoRA fine-tuning of Fish Speech / OpenAudio S1-mini on a folder or bucket of clips.
 
@@ -244,7 +248,7 @@ def build_pipeline(retries: bool = True, merge_on_gpu: bool = False):
                 data=clips, codes=dsl.Collected(codes.outputs["codes"]), content_hash=digest
             )
 
-            train = c.lora_train(
+            train_inputs = dict(
                 protos=dataset.outputs["protos"],
                 base_model=weights.outputs["model"],
                 content_hash=digest,
@@ -258,13 +262,27 @@ def build_pipeline(retries: bool = True, merge_on_gpu: bool = False):
                 checkpoint_root=checkpoint_root,
                 gpu_type=accelerator_type,
                 gpu_count=accelerator_count,
+                train_nodes=train_nodes,
+                trainer_runtime=trainer_runtime,
+                trainjob_image=GPU_IMAGE,
+                trainjob_timeout_hours=trainjob_timeout_hours,
+                gpu_node_selector=gpu_node_selector,
+                gpu_tolerations=gpu_tolerations,
+                workspace_pvc=workspace_pvc,
+                workspace_mount=WORKSPACE_MOUNT,
             )
-            # checkpoint_root: a path on the workspace PVC, or a gs:// / s3:// prefix (hence the secrets)
-            storage(gpu_step(train))
+            with dsl.If(train_nodes <= 1, name="one-node"):
+                # checkpoint_root: a path on the workspace PVC, or a gs:// / s3:// prefix (hence the secrets)
+                train = storage(gpu_step(c.lora_train(**train_inputs)))
+            with dsl.Else(name="trainjob"):
+                # a light pod (no GPU) that runs the training as a Kubeflow Trainer TrainJob of
+                # train_nodes GPU nodes, waits for it and collects the checkpoints from the PVC
+                train_on_nodes = _retry(storage(c.lora_train(**train_inputs)), gpu_retry)
+            lora = dsl.OneOf(train.outputs["lora"], train_on_nodes.outputs["lora"])
 
             merged = c.merge_lora(
                 base_model=weights.outputs["model"],
-                lora=train.outputs["lora"],
+                lora=lora,
                 lora_config=lora_config,
                 checkpoint=checkpoint,
             )

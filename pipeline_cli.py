@@ -137,6 +137,35 @@ def _find_outputs(run_dir: Path) -> dict[str, Any]:
     }
 
 
+def _kfp_local_resolves_oneof_artifacts() -> None:
+    """kfp.local resolves `dsl.OneOf` of parameters only (orchestrator_utils.get_dag_output_artifacts
+    rejects several artifact selectors). Resolve artifacts the same way, from the one branch that ran,
+    so the two lora-train branches (one pod, or a TrainJob) run locally too."""
+    from kfp.local.orchestrator.orchestrator_utils import OrchestratorUtils
+
+    if getattr(OrchestratorUtils.get_dag_output_artifacts, "resolves_oneof", False):
+        return
+
+    def get_dag_output_artifacts(cls, dag_outputs_spec, io_store) -> dict[str, Any]:
+        outputs = {}
+        for key, spec in dag_outputs_spec.artifacts.items():
+            found = []
+            for selector in spec.artifact_selectors:
+                try:
+                    found.append(
+                        io_store.get_task_output(selector.producer_subtask, selector.output_artifact_key)
+                    )
+                except (KeyError, ValueError):  # that branch did not run
+                    continue
+            if len(found) != 1:
+                raise ValueError(f"dsl.OneOf output {key!r}: {len(found)} branches produced it, expected one")
+            outputs[key] = found[0]
+        return outputs
+
+    get_dag_output_artifacts.resolves_oneof = True
+    OrchestratorUtils.get_dag_output_artifacts = classmethod(get_dag_output_artifacts)
+
+
 def local_arguments(
     data: str | os.PathLike,
     base: str | None,
@@ -323,6 +352,7 @@ def run_local(
     try:
         sys.stdout = stream  # before local.init: kfp's log handler binds sys.stdout there
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+        _kfp_local_resolves_oneof_artifacts()
         build_pipeline(retries=False)(**arguments)
     except (
         RuntimeError

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One prepared GPU run for a lent accelerator (full-size random weights; must finish in < 8 min on one
 # large GPU): extract-vq throughput (fp32 = upstream's codes, and bf16) vs a naive per-file loop, then
-# LoRA training tokens/s and MFU in bf16 vs upstream's bf16-true batch-4 settings, then synthesis
+# LoRA training tokens/s and MFU in bf16 vs upstream's bf16-true batch-4 settings, and full fine-tuning
+# (--mode full, fp32 master weights, bf16-mixed) vs LoRA at batch 4, then synthesis
 # frames/s in bf16 at batch 1 with and without --compile (CUDA graphs) and at batch 16.
 # Writes bench/results/gpu_extract_vq.json, gpu_train.json and gpu_synthesize.json (and copies them to $OUT if set).
 #   PYTHON=python3 bash bench/gpu.sh

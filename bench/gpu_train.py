@@ -5,7 +5,9 @@ Prepared for a machine with a CUDA GPU (it does nothing without one unless `--de
 1. **ours**: bf16-mixed (bf16 base weights, fp32 adapters, autocast), gradient checkpointing per block
    as in config.json, fused AdamW, at the largest batch of `--batches` that fits (4096-token samples);
 2. **baseline**: upstream's fine-tuning settings, `bf16-true` (base and adapters in bf16), batch 4;
-3. **loop**: the real `fish_speech.text2semantic.train.train` (Lightning, data pipeline, metrics,
+3. **full fine-tuning** (`train --mode full`): every weight trainable, fp32 master weights and AdamW
+   state, bf16-mixed autocast, batch 4, vs the LoRA step (1) at batch 4 in the same run;
+4. **loop**: the real `fish_speech.text2semantic.train.train` (Lightning, data pipeline, metrics,
    checkpoints) on synthetic protos with a random full-size checkpoint, vs the raw step of (1) at the
    same batch: the cost of everything around the step.
 
@@ -58,17 +60,21 @@ def peak_tflops(device_name: str, override: float | None) -> float | None:
     return None
 
 
-def build(config, device, base_dtype, lora_dtype):
+def build(config, device, base_dtype, lora_dtype, full: bool = False):
     import torch
 
     from fish_speech.text2semantic.lora import resolve_lora_spec, setup_lora
     from fish_speech.text2semantic.model import DualARTransformer
+    from fish_speech.text2semantic.training.module import prepare_full_finetuning
 
     semantic_begin = config.vocab_size - 4096 - 22 if config.vocab_size > 100_000 else 527
     torch.manual_seed(0)
     with torch.device(device):
         model = DualARTransformer(config, semantic_begin, semantic_begin + 4095)
     model.to(base_dtype).train()
+    if full:
+        prepare_full_finetuning(model)
+        return model, list(model.parameters()), semantic_begin
     setup_lora(model, resolve_lora_spec())
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:
@@ -77,14 +83,20 @@ def build(config, device, base_dtype, lora_dtype):
 
 
 def measure_step(config, device, batch: int, seq_len: int, steps: int, mode: str) -> dict:
-    """tokens/s and peak memory of the raw LoRA step in `mode` ('bf16-mixed' or 'bf16-true')."""
+    """tokens/s and peak memory of the raw step in `mode`: LoRA 'bf16-mixed' or 'bf16-true', or
+    'full-bf16-mixed' (full fine-tuning: fp32 master weights, bf16 autocast)."""
     import torch
     from train import synthetic_batch  # bench/train.py
 
     from fish_speech.text2semantic.loss import dual_ar_loss
 
-    mixed = mode == "bf16-mixed"
-    model, params, begin = build(config, device, torch.bfloat16, torch.float32 if mixed else torch.bfloat16)
+    mixed = mode in ("bf16-mixed", "full-bf16-mixed")
+    if mode == "full-bf16-mixed":
+        model, params, begin = build(config, device, torch.float32, torch.float32, full=True)
+    else:
+        model, params, begin = build(
+            config, device, torch.bfloat16, torch.float32 if mixed else torch.bfloat16
+        )
     cuda = device.type == "cuda"
     optimizer = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), eps=1e-5, fused=cuda)
     data = {k: v.to(device) for k, v in synthetic_batch(config, batch, seq_len, begin).items()}
@@ -224,6 +236,14 @@ def main(quick: bool = False, argv: list[str] | None = None) -> list[Row]:
     release(device)
     print(json.dumps(base))
 
+    lora4 = next((r for r in results if r["batch"] == 4), None)
+    if lora4 is None:
+        lora4 = measure_step(config, device, 4, args.seq_len, args.steps, "bf16-mixed")
+        release(device)
+    full4 = measure_step(config, device, 4, args.seq_len, args.steps, "full-bf16-mixed")
+    release(device)
+    print(json.dumps(full4))
+
     def mfu(tokens_per_s: float) -> float:
         return tokens_per_s * per_token / (peak * 1e12) if peak else math.nan
 
@@ -249,6 +269,22 @@ def main(quick: bool = False, argv: list[str] | None = None) -> list[Row]:
             base.get("peak_gib"),
             "GiB",
             note,
+        ),
+    ]
+    rows += [
+        Row(
+            "full fine-tuning step, bf16-mixed batch 4 (baseline: LoRA bf16-mixed batch 4)",
+            full4.get("tokens_per_s", math.nan),
+            lora4.get("tokens_per_s"),
+            "tokens/s",
+            note + ("" if full4["ok"] else "; full fine-tuning did not fit"),
+        ),
+        Row(
+            "full fine-tuning peak memory, batch 4 (baseline: LoRA bf16-mixed batch 4)",
+            full4.get("peak_gib", math.nan),
+            lora4.get("peak_gib"),
+            "GiB",
+            "fp32 master weights + AdamW state + gradients",
         ),
     ]
     if not args.no_loop:

@@ -89,6 +89,53 @@ def _upstream(spec, name: str) -> set[str]:
     return out
 
 
+def _train_branches(spec) -> str:
+    """The task holding the two lora-train branches."""
+    return next(
+        n
+        for n, t in _all_tasks(spec).items()
+        if n.startswith("condition-branches-")
+        and {"lora-train", "lora-train-2"}
+        <= {
+            task
+            for cond in spec.components[t.component_ref.name].dag.tasks.values()
+            for task in spec.components[cond.component_ref.name].dag.tasks
+        }
+    )
+
+
+def test_train_nodes_choose_one_pod_or_a_trainjob(compiled):
+    """train_nodes 1: lora-train on the GPU pool; more: lora-train-2, a light pod that runs a TrainJob."""
+    spec = compiled["spec"]
+    params = spec.root.input_definitions.parameters
+    assert params["train_nodes"].default_value.number_value == 1
+    assert params["trainer_runtime"].default_value.string_value == "torch-distributed"
+    branches = spec.components[_all_tasks(spec)[_train_branches(spec)].component_ref.name].dag.tasks
+    by_task = {
+        task: cond.trigger_policy.condition
+        for cond in branches.values()
+        for task in spec.components[cond.component_ref.name].dag.tasks
+    }
+    assert by_task["lora-train"] == "int(inputs.parameter_values['pipelinechannel--train_nodes']) <= 1"
+    assert by_task["lora-train-2"] == "!(int(inputs.parameter_values['pipelinechannel--train_nodes']) <= 1)"
+    # the TrainJob launcher holds no GPU; the TrainJob gets the GPU settings, PVC and runtime as inputs
+    assert "accelerator" not in compiled["containers"]["lora-train-2"].get("resources", {})
+    cfg = compiled["k8s"]["lora-train-2"]
+    assert not cfg.tolerations and cfg.pvc_mount and cfg.secret_as_env
+    tasks = _all_tasks(spec)
+    inputs = tasks["lora-train-2"].inputs.parameters
+    for name in ("train_nodes", "trainer_runtime", "gpu_node_selector", "gpu_tolerations", "workspace_pvc"):
+        assert inputs[name].component_input_parameter == f"pipelinechannel--{name}", name
+    assert (
+        inputs["trainjob_image"].runtime_value.constant.string_value
+        == compiled["containers"]["lora-train"]["image"]
+    )
+    assert tasks["lora-train-2"].retry_policy.max_retry_count == 3
+    # merge-lora takes whichever branch ran
+    lora = tasks["merge-lora"].inputs.artifacts["lora"].task_output_artifact
+    assert lora.producer_task == _train_branches(spec)
+
+
 def test_dag_follows_the_recipe(compiled):
     spec = compiled["spec"]
     tasks = _all_tasks(spec)
@@ -102,14 +149,19 @@ def test_dag_follows_the_recipe(compiled):
         "merge-lora",
     ):
         assert step in tasks, f"step {step} missing from the compiled pipeline"
+    # lora-train runs in one of two branches (one pod, or a TrainJob of train_nodes nodes)
+    branches = _train_branches(spec)
+    publish_if = next(
+        n for n in tasks if n.startswith("condition-") and "publish" in spec.components[f"comp-{n}"].dag.tasks
+    )
     expected = {
         "fetch-data": {"content-hash"},
         "validate": {"content-hash", "fetch-data"},
         "normalize": {"content-hash", "fetch-data", "validate"},
         "build-dataset": {"content-hash", "normalize", "for-loop-2"},
-        "lora-train": {"content-hash", "build-dataset", "fetch-weights"},
-        "merge-lora": {"fetch-weights", "lora-train"},
-        "condition-3": {"merge-lora"},
+        branches: {"content-hash", "build-dataset", "fetch-weights"},
+        "merge-lora": {"fetch-weights", branches},
+        publish_if: {"merge-lora"},
     }
     for step, ups in expected.items():
         assert _upstream(spec, step) == ups, step
@@ -122,7 +174,6 @@ def test_dag_follows_the_recipe(compiled):
     assert codes.task_output_artifact.producer_task == "for-loop-2"
     assert spec.components["comp-build-dataset"].input_definitions.artifacts["codes"].is_artifact_list
     # the condition runs publish; the exit handler wraps everything and runs report-status
-    assert "publish" in spec.components["comp-condition-3"].dag.tasks
     root = spec.root.dag.tasks
     assert set(root) == {"exit-handler-1", "report-status"}
     assert (
@@ -282,11 +333,23 @@ def test_caching_keyed_on_content(compiled):
     assert not tasks["content-hash"].caching_options.enable_cache
     assert not tasks["publish"].caching_options.enable_cache
     assert not compiled["spec"].root.dag.tasks["report-status"].caching_options.enable_cache
-    for step in ("fetch-data", "validate", "normalize", "build-dataset", "lora-train"):
+    for step in ("fetch-data", "validate", "normalize", "build-dataset"):
         task = tasks[step]
         assert task.caching_options.enable_cache, step
         param = task.inputs.parameters["content_hash"]
         assert param.task_output_parameter.producer_task == "content-hash", step
+    # lora-train (both branches) gets it through the branches task
+    branches = tasks[_train_branches(compiled["spec"])]
+    assert (
+        branches.inputs.parameters["pipelinechannel--content-hash-Output"].task_output_parameter.producer_task
+        == "content-hash"
+    )
+    for step in ("lora-train", "lora-train-2"):
+        assert tasks[step].caching_options.enable_cache, step
+        assert (
+            tasks[step].inputs.parameters["content_hash"].component_input_parameter
+            == "pipelinechannel--content-hash-Output"
+        )
     # inside the loop the hash arrives as a loop input that the loop task takes from content-hash
     inner = tasks["extract-vq"].inputs.parameters["content_hash"].component_input_parameter
     outer = tasks["for-loop-2"].inputs.parameters[inner]
@@ -300,7 +363,8 @@ def test_images_and_no_runtime_installs(compiled):
     import components
 
     for step, container in compiled["containers"].items():
-        expected = components.GPU_IMAGE if step in GPU_STEPS else components.CPU_IMAGE
+        # lora-train-2 (the TrainJob launcher) is the same component, hence the same image
+        expected = components.GPU_IMAGE if step in (*GPU_STEPS, "lora-train-2") else components.CPU_IMAGE
         assert container["image"] == expected, step
         assert "pip install" not in json.dumps(container), step
 

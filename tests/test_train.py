@@ -122,14 +122,16 @@ def test_resume_after_stop_matches_straight_run_and_skips_broken_files(straight,
     assert train(PROTOS, CKPT, out, max_steps=6, save_every=2, resume=True, **FAST)["steps"] == 6
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_kill_then_resume_matches_straight_run(straight, tmp_path, sig):
-    """SIGKILL: resume from the last checkpoint. SIGTERM (preemption): a checkpoint of the step in hand
-    is written first and the exit status says the run did not finish."""
-    out = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    argv = [
+@pytest.fixture(scope="module")
+def straight_every(tmp_path_factory) -> Path:
+    """The same uninterrupted 6-step run as `straight`, with a checkpoint after every step (all kept)."""
+    out = tmp_path_factory.mktemp("straight-every")
+    train(PROTOS, CKPT, out, max_steps=6, save_every=1, keep_last=0, **FAST)
+    return out
+
+
+def _train_argv(out: Path, num_workers: int) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "fish_speech",
@@ -149,24 +151,65 @@ def test_kill_then_resume_matches_straight_run(straight, tmp_path, sig):
         "--max-length",
         "160",
         "--num-workers",
-        "0",
+        str(num_workers),
         "--log-every",
         "1",
         "--learning-rate",
         "1e-3",
     ]
-    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 120
-        while not (out / "checkpoints" / "step_000000002.ckpt").exists():
-            assert proc.poll() is None, "training exited before its first checkpoint"
-            assert time.time() < deadline, "no checkpoint within 120 s"
-            time.sleep(0.05)
-        os.kill(proc.pid, sig)
-    finally:
-        proc.wait()
-    assert proc.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 143)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("sig", "target"),
+    [
+        (signal.SIGKILL, "main"),
+        (signal.SIGTERM, "main"),
+        (signal.SIGTERM, "group"),
+        (signal.SIGINT, "main"),
+        (signal.SIGINT, "group"),
+    ],
+)
+def test_signal_then_resume_matches_straight_run(straight, straight_every, tmp_path, sig, target):
+    """SIGKILL: resume from the last checkpoint. SIGTERM (preemption, `timeout`) and SIGINT (Ctrl-C),
+    sent to the main process or to its whole process group (loader workers included): the step in hand
+    is checkpointed, the exit status is 143 / 130 with the --resume hint, and resuming ends exactly
+    where an uninterrupted run does."""
+    out = tmp_path / "stopped"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    workers = 0 if sig == signal.SIGKILL else 2  # workers: the group signal must not kill them first
+    with open(tmp_path / "stderr.txt", "wb") as err:
+        proc = subprocess.Popen(
+            _train_argv(out, workers),
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,  # its own process group, so killpg reaches only this run
+        )
+        try:
+            deadline = time.time() + 120
+            while not (out / "checkpoints" / "step_000000002.ckpt").exists():
+                assert proc.poll() is None, "training exited before its first checkpoint"
+                assert time.time() < deadline, "no checkpoint within 120 s"
+                time.sleep(0.02)
+            if target == "group":
+                os.killpg(proc.pid, sig)
+            else:
+                os.kill(proc.pid, sig)
+        finally:
+            proc.wait(timeout=120)
+    stderr = (tmp_path / "stderr.txt").read_text(errors="replace")
+    want_status = {signal.SIGKILL: -signal.SIGKILL, signal.SIGTERM: 143, signal.SIGINT: 130}[sig]
+    assert proc.returncode == want_status, stderr[-2000:]
     steps = sorted(p.name for p in (out / "checkpoints").glob("step_*.ckpt"))
+    if sig != signal.SIGKILL:
+        assert "rerun with --resume" in stderr and "DataLoader worker" not in stderr, stderr[-2000:]
+        # the checkpoint of the step in hand, identical to the uninterrupted run's at that step
+        stopped = _lora(out / "checkpoints" / steps[-1])
+        reference = _lora(straight_every / "checkpoints" / steps[-1])
+        for k in reference:
+            torch.testing.assert_close(stopped[k], reference[k], rtol=0, atol=1e-6)
     summary = train(PROTOS, CKPT, out, max_steps=6, save_every=2, resume=True, **FAST)
     assert summary["resumed_from"] == steps[-1]
     want, got = (

@@ -1,4 +1,7 @@
-"""`fish-speech train`: LoRA fine-tuning of the text-to-semantic model on a protos dataset.
+"""`fish-speech train`: LoRA or full fine-tuning of the text-to-semantic model on a protos dataset.
+
+Runs as one process, or under `torchrun` (any `--nnodes` / `--nproc-per-node`: the world comes from
+its environment, each rank trains on its share of every batch, rank 0 writes the checkpoints).
 
 The flags are generated from `TrainOptions` (fish_speech/text2semantic/options.py), where each setting
 is declared once with its default and help.
@@ -8,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "LoRA fine-tune the text-to-semantic model (checkpoints, metrics, loss plot, resumable)"
+HELP = "fine-tune the text-to-semantic model, LoRA or full (checkpoints, metrics, loss plot, resumable)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,4 +40,6 @@ def run(args: argparse.Namespace) -> int:
             f"{summary['truncated_samples']} training samples were cut to --max-length "
             f"{args.max_length} tokens (windows of several clips, as upstream)"
         )
+    if summary.get("model_dir"):
+        print(f"fine-tuned model (from {summary['model_from_checkpoint']}): {summary['model_dir']}")
     return 0

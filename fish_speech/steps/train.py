@@ -5,7 +5,9 @@ every `TrainOptions` field not marked `identity=False`, plus the identities of t
 (preempted) task, or a rerun on the same data and settings, resumes from the newest complete
 checkpoint, and a run with any other setting starts its own folder. `checkpoint_root` is a folder (on
 the workspace PVC), an object-store prefix (pulled at start, uploaded every `sync_seconds` and at the
-end), or empty: train straight into the output folder (no resume across pods).
+end), or empty: train straight into the output folder (no resume across pods). With a `TrainJobPlan`
+of more than one node, this pod trains nothing itself: the inputs are staged on the workspace PVC and
+a Kubeflow Trainer TrainJob (`fish_speech/kube/trainjob.py`) trains into the checkpoint folder there.
 """
 
 from __future__ import annotations
@@ -96,6 +98,22 @@ class CheckpointSync:
             self.upload()
 
 
+@dataclasses.dataclass
+class TrainJobPlan:
+    """Where and how the step trains when it runs a TrainJob (`num_nodes` > 1)."""
+
+    num_nodes: int = 1
+    gpus_per_node: int = 1
+    gpu_resource: str = "nvidia.com/gpu"
+    image: str = ""
+    runtime: str = "torch-distributed"
+    timeout_hours: float = 72.0
+    node_selector: dict[str, str] = dataclasses.field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    pvc: str = ""
+    mount_path: str = ""
+
+
 def lora_train_step(
     protos: str,
     base_model: str,
@@ -104,19 +122,25 @@ def lora_train_step(
     inputs: dict[str, str] | None = None,
     loss_html: str | None = None,
     sync_seconds: float = SYNC_SECONDS,
+    trainjob: TrainJobPlan | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Train (resuming where an earlier attempt stopped) and leave the results in `output`.
 
     `options`: `TrainOptions` fields (lora_config, max_steps, ...). `inputs`: the identities of the
     inputs for the resume key (default: the paths). Writes the loss-curve page to `loss_html` when
-    given. Returns {"metrics", "checkpoints", "checkpoint_folder"}.
+    given. `trainjob` with `num_nodes` > 1: train as a TrainJob of that many nodes (see module doc).
+    Returns {"metrics", "checkpoints", "checkpoint_folder"}.
     """
     from fish_speech.storage.uri import is_object_store
 
     opts = TrainOptions(data=[protos], base_weight=base_model, output=output, resume=True, **options)
     opts.check()
-    key = checkpoint_key(opts, inputs or {"protos": protos, "base_model": base_model})
+    identities = dict(inputs or {"protos": protos, "base_model": base_model})
+    multi = trainjob is not None and trainjob.num_nodes > 1
+    if multi:  # another world size is another global batch, hence another run
+        identities["train_nodes"] = str(trainjob.num_nodes)
+    key = checkpoint_key(opts, identities)
     out = Path(output)
     sync = None
     if is_object_store(checkpoint_root):
@@ -135,7 +159,9 @@ def lora_train_step(
         results = out
     opts = dataclasses.replace(opts, output=str(results))
     print(f"training in {results}" + (f" (checkpoints synced to {sync.remote})" if sync else ""))
-    if sync:
+    if multi:
+        _train_on_trainjob(opts, results, key, trainjob)
+    elif sync:
         with sync:
             run_command(["train", *options_to_argv(TrainOptions, opts)])
     else:
@@ -157,6 +183,29 @@ def lora_train_step(
         "checkpoints": [p.name for p in checkpoints],
         "checkpoint_folder": sync.remote if sync else str(results),
     }
+
+
+def _train_on_trainjob(opts: TrainOptions, results: Path, key: str, plan: TrainJobPlan) -> None:
+    from fish_speech.kube.trainjob import stage_inputs, train_on_trainjob
+
+    protos, base = stage_inputs(
+        results, opts.data[0], opts.base_weight, plan.pvc, plan.mount_path, plan.num_nodes
+    )
+    staged = dataclasses.replace(opts, data=[str(protos)], base_weight=str(base))
+    train_on_trainjob(
+        options_to_argv(TrainOptions, staged),
+        key=key,
+        num_nodes=plan.num_nodes,
+        gpus_per_node=plan.gpus_per_node,
+        image=plan.image,
+        runtime=plan.runtime,
+        gpu_resource=plan.gpu_resource,
+        node_selector=plan.node_selector,
+        tolerations=plan.tolerations,
+        pvc=plan.pvc,
+        mount_path=plan.mount_path,
+        timeout_s=plan.timeout_hours * 3600,
+    )
 
 
 def _copy_results(results: Path, out: Path) -> None:

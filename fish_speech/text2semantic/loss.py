@@ -38,10 +38,27 @@ def semantic_positions(labels: torch.Tensor, semantic_begin_id: int, semantic_en
     return (row0 >= semantic_begin_id) & (row0 <= semantic_end_id)
 
 
-def _mean_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean over non-ignored targets; 0 (not NaN) when there are none, without a host sync."""
+def _mean_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, count: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Sum over non-ignored targets / `count` (default: their number); 0 (not NaN) when there are none."""
     total = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
-    return total / (labels != IGNORE_INDEX).sum().clamp(min=1)
+    if count is None:
+        count = (labels != IGNORE_INDEX).sum()
+    return total / count.clamp(min=1)
+
+
+def target_counts(
+    labels: torch.Tensor, semantic_begin_id: int, semantic_end_id: int, num_codebooks: int
+) -> torch.Tensor:
+    """(2,) int64 on the labels' device: the number of token targets and of codebook targets of a batch.
+
+    Summed over ranks, these are the denominators that make a distributed loss the mean over the
+    whole global batch (`dual_ar_loss(..., counts=...)`).
+    """
+    sel = semantic_positions(labels, semantic_begin_id, semantic_end_id)
+    codes = labels[:, 1 : 1 + num_codebooks].transpose(1, 2)[sel]
+    return torch.stack([(labels[:, 0] != IGNORE_INDEX).sum(), (codes != IGNORE_INDEX).sum()])
 
 
 def dual_ar_loss(
@@ -50,14 +67,17 @@ def dual_ar_loss(
     labels: torch.Tensor,
     semantic_begin_id: int,
     semantic_end_id: int,
+    counts: torch.Tensor | None = None,
 ) -> LossOutput:
     """Loss of one batch.
 
     token_logits (B, T, V); codebook_logits (N, C, K) for the N selected positions; labels
-    (B, C+1, T) with -100 = ignore.
+    (B, C+1, T) with -100 = ignore. `counts`: the (token, codebook) target counts to divide the sums
+    by (`target_counts` summed over ranks); default: this batch's own, i.e. the batch mean.
     """
     vocab = token_logits.shape[-1]
-    base_loss = _mean_cross_entropy(token_logits.reshape(-1, vocab), labels[:, 0].reshape(-1))
+    base_count, code_count = (None, None) if counts is None else (counts[0], counts[1])
+    base_loss = _mean_cross_entropy(token_logits.reshape(-1, vocab), labels[:, 0].reshape(-1), base_count)
 
     num_codebooks = codebook_logits.shape[1]
     sel = semantic_positions(labels, semantic_begin_id, semantic_end_id)
@@ -70,7 +90,7 @@ def dual_ar_loss(
         )
     flat_logits = codebook_logits.reshape(-1, codebook_logits.shape[-1])
     flat_labels = codebook_labels.reshape(-1)
-    semantic_loss = _mean_cross_entropy(flat_logits, flat_labels)
+    semantic_loss = _mean_cross_entropy(flat_logits, flat_labels, code_count)
 
     # top-5 accuracy over codebook targets; code 0 (also the pad value) never counts (upstream)
     counted = (flat_labels != IGNORE_INDEX) & (flat_labels != 0)

@@ -4,6 +4,7 @@ Unlike upstream's `merge_lora`, the output keeps the base weights as loaded (not
 has one dtype (the base file's unless asked otherwise; the sum is formed in float32 and rounded
 once) and carries `codec.pth` over, so the folder is complete for inference. Inputs: upstream's
 LoRA `.ckpt` files or ours, or `best` / `last` / `earliest` / `step_N` of a training output.
+`export_full_checkpoint` writes the same folder from a full fine-tuning checkpoint (no merge).
 """
 
 from __future__ import annotations
@@ -141,13 +142,84 @@ def merge_lora(
 
 def _check_recorded_config(lora_path: Path, spec) -> None:
     """Our checkpoints record their LoRA config: a different alpha/rank is a clear error, not bad weights."""
+    from fish_speech.text2semantic.training.checkpoints import FULL_MODEL_DIR
+
     obj = read_checkpoint(lora_path, "LoRA checkpoint")  # memory-mapped: only the record is read
-    recorded = obj.get("fish_speech", {}).get("lora_config") if isinstance(obj, dict) else None
+    meta = obj.get("fish_speech", {}) if isinstance(obj, dict) else {}
+    if meta.get("mode") == "full":
+        raise UserError(
+            f"{lora_path}: a full fine-tuning checkpoint (train --mode full), not LoRA adapters: nothing to "
+            f"merge; the training output's {FULL_MODEL_DIR}/ folder is the complete model"
+        )
+    recorded = meta.get("lora_config")
     if recorded and (int(recorded["r"]), float(recorded["alpha"])) != (spec.r, float(spec.alpha)):
         raise UserError(
             f"{lora_path}: trained with LoRA r={recorded['r']} alpha={recorded['alpha']} ({recorded.get('name')}), "
             f"but --lora-config {spec.name} has r={spec.r} alpha={spec.alpha}"
         )
+
+
+def export_full_checkpoint(
+    checkpoint: str | os.PathLike,
+    base_weight: str | os.PathLike,
+    output: str | os.PathLike,
+    dtype: str = "base",
+) -> Path:
+    """Write `output/` = the base checkpoint folder with `model.pth` from a full fine-tuning checkpoint.
+
+    `dtype` as in `merge_lora` (`base`: the base file's, bf16 for the released model). The result loads
+    strictly under its own `config.json`; a rerun with the same inputs does nothing.
+    """
+    from fish_speech.layout import CODEC_FILE, CONFIG_FILE, MODEL_FILE
+    from fish_speech.text2semantic.checkpoint import (
+        REQUIRED_FILES,
+        check_dir,
+        check_state_dict,
+        load_config,
+        read_state_dict,
+        save_state_dict,
+    )
+
+    base = check_dir(base_weight)
+    ckpt = Path(checkpoint)
+    out = Path(output)
+    if out.resolve() == base.resolve():
+        raise UserError(f"{out}: the output must not be the base checkpoint folder")
+    fingerprint = {
+        "base_weight": str(base.resolve()),
+        "full_checkpoint": str(ckpt.resolve()),
+        "full_checkpoint_sha256": sha256_file(ckpt),
+        "dtype": dtype,
+    }
+    info_path = out / MERGE_INFO
+    if _is_done(out, info_path, fingerprint, REQUIRED_FILES):
+        log.info("%s already holds this model; nothing to do", out)
+        return out
+    obj = read_checkpoint(ckpt, "full fine-tuning checkpoint")
+    if not isinstance(obj, dict) or obj.get("fish_speech", {}).get("mode") != "full":
+        raise UserError(f"{ckpt}: not a full fine-tuning checkpoint (train --mode full)")
+    config = load_config(base)
+    state = {k.removeprefix("model."): v for k, v in obj["state_dict"].items()}
+    check_state_dict(state, config, ckpt)
+    out_dtype = _output_dtype(dtype, read_state_dict(base / MODEL_FILE))
+    state = {k: v.to(out_dtype) if v.is_floating_point() else v for k, v in state.items()}
+
+    out.mkdir(parents=True, exist_ok=True)
+    info_path.unlink(missing_ok=True)  # an interrupted rewrite must not look finished
+    save_state_dict(out / MODEL_FILE, state)
+    for name in REQUIRED_FILES:
+        if name != MODEL_FILE:
+            with atomic_path(out / name) as tmp:
+                shutil.copyfile(base / name, tmp)
+    if (base / CODEC_FILE).is_file():
+        link_or_copy(base / CODEC_FILE, out / CODEC_FILE)  # codec.pth is large: no second copy
+    else:
+        log.warning("%s: no %s to carry over; the model folder lacks the codec", base, CODEC_FILE)
+    check_state_dict(read_state_dict(out / MODEL_FILE), load_config(out), out / MODEL_FILE)
+    fingerprint.update({"output_dtype": str(out_dtype).removeprefix("torch."), "config": CONFIG_FILE})
+    atomic_write_text(info_path, json.dumps(fingerprint, indent=2) + "\n")
+    log.info("wrote the fine-tuned model %s from %s (%s)", out, ckpt.name, out_dtype)
+    return out
 
 
 def _output_dtype(dtype: str, state: dict[str, torch.Tensor]) -> torch.dtype:

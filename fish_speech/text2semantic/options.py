@@ -16,7 +16,10 @@ DEFAULT_LORA_CONFIG = "r_8_alpha_16"
 LORA_CONFIG_NAMES = (DEFAULT_LORA_CONFIG, "r_32_alpha_16_fast")  # keys of lora.LORA_CONFIGS (a test checks)
 PRECISIONS = ("auto", "32", "32-true", "bf16-mixed", "bf16-true", "16-mixed")
 
+MODES = ("lora", "full")
+
 TRAIN_GROUPS = {
+    "mode": "what to train",
     "lora": "LoRA",
     "optimisation": "optimisation (defaults: upstream's fine-tuning config)",
     "validation": "validation and checkpoints",
@@ -42,6 +45,16 @@ class TrainOptions:
         help="results folder, e.g. results/PROJECT (checkpoints/, metrics, loss.png, summary.json)",
         metavar="DIR",
         identity=False,
+    )
+    mode: str = option(
+        "lora",
+        "lora (adapters, then merge-lora) or full (every slow and fast transformer weight; the output's "
+        "model/ folder is the complete checkpoint, no merge)",
+        group="mode",
+        choices=MODES,
+    )
+    freeze_embeddings: bool = option(
+        False, "--mode full: keep the token, codebook and fast embedding tables frozen", group="mode"
     )
     lora_config: str = option(
         DEFAULT_LORA_CONFIG, f"{', '.join(LORA_CONFIG_NAMES)}, or r_<R>_alpha_<A>", group="lora"
@@ -89,6 +102,12 @@ class TrainOptions:
 
     def check(self) -> None:
         """Raise `UserError` for a setting no run can use."""
+        if self.mode not in MODES:
+            raise UserError(f"--mode {self.mode!r}: use lora or full")
+        if self.freeze_embeddings and self.mode != "full":
+            raise UserError(
+                "--freeze-embeddings applies to --mode full only (LoRA adapts what its config names)"
+            )
         positive = (
             "max_steps",
             "batch_size",

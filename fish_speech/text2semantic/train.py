@@ -1,10 +1,15 @@
-"""LoRA fine-tuning of the text-to-semantic model: `train(...) -> summary`.
+"""Fine-tuning of the text-to-semantic model, LoRA or full: `train(...) -> summary`.
 
-Upstream's recipe (`fish_speech/train.py` with `text2semantic_finetune.yaml`) done correctly: the base weights stay as loaded, a per-speaker
-validation split is scored every `val_every` steps, and every checkpoint is a complete, atomically
-written training state that `resume=True` continues from bit-for-bit (same data order, dropout masks,
-optimizer and schedule). The output folder holds `checkpoints/step_*.ckpt`, `metrics.json`,
-`metrics.csv`, `loss.png` and `summary.json`.
+Upstream's recipe (`fish_speech/train.py` with `text2semantic_finetune.yaml`) done correctly: the
+base weights stay as loaded, a per-speaker validation split is scored every `val_every` steps, and
+every checkpoint is a complete, atomically written training state that `resume=True` continues from
+bit-for-bit (same data order, dropout masks, optimizer and schedule). The output folder holds
+`checkpoints/step_*.ckpt`, `metrics.json`, `metrics.csv`, `loss.png`, `summary.json`, and for
+`mode="full"` also `model/`, a complete checkpoint folder in the released layout.
+
+Under `torchrun` every rank trains on its share of each global batch and rank 0 writes; SIGTERM or
+SIGINT on any rank checkpoints the step in hand on all of them and exits 143 / 130
+(`training/signals.py`, `training/distributed.py`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from fish_speech.logs import quiet_lightning
 from fish_speech.text2semantic.options import TrainOptions
 from fish_speech.text2semantic.training.checkpoints import (
     CHECKPOINT_DIR,
+    FULL_MODEL_DIR,
+    checkpoint_name,
     find_resume_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -73,27 +80,58 @@ def train(
 
 
 def run_training(opts: TrainOptions) -> dict[str, Any]:
+    from fish_speech.text2semantic.training.distributed import init_process_group, world_from_env
+    from fish_speech.text2semantic.training.signals import StopSignals
+
+    opts.check()
+    world = world_from_env()
+    init_process_group(world, torch.cuda.is_available())
+    # the signal handlers from here on: a SIGTERM while loading still ends in a checkpoint
+    with StopSignals() as stop:
+        return _train(opts, world, stop)
+
+
+def _train(opts: TrainOptions, world, stop) -> dict[str, Any]:
     from lightning.pytorch.callbacks import TQDMProgressBar
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from fish_speech.text2semantic.checkpoint import check_dir, load_config, load_model, load_tokenizer
     from fish_speech.text2semantic.lora import count_trainable, resolve_lora_spec, setup_lora
     from fish_speech.text2semantic.training.data import BatchBuilder, TrainBatches, make_loader, prepare_data
-    from fish_speech.text2semantic.training.module import LoraTrainModule
+    from fish_speech.text2semantic.training.distributed import check_all_ranks, from_rank_zero
+    from fish_speech.text2semantic.training.module import TrainModule, prepare_full_finetuning
     from fish_speech.text2semantic.training.monitor import TrainingMonitor
+    from fish_speech.text2semantic.training.signals import exit_status
 
     quiet_lightning()
-    opts.check()
     started = time.time()
     out = Path(opts.output)
     ckpt_dir = out / CHECKPOINT_DIR
-    spec = resolve_lora_spec(opts.lora_config, opts.lora_r, opts.lora_alpha, opts.lora_dropout)
+    spec = (
+        resolve_lora_spec(opts.lora_config, opts.lora_r, opts.lora_alpha, opts.lora_dropout)
+        if opts.mode == "lora"
+        else None
+    )
     base = check_dir(opts.base_weight)
     config = load_config(base)
     tokenizer = load_tokenizer(base)
+    cuda = torch.cuda.is_available()
 
-    # ---- where to start ----
-    resume_path = _prepare_output(out, ckpt_dir, opts)
+    # ---- where to start: rank 0 decides, every rank must see the same checkpoint ----
+    problem, resume_path = None, None
+    try:
+        resume_path = _prepare_output(out, ckpt_dir, opts, world.rank)
+    except UserError as e:
+        problem = str(e)
+    check_all_ranks(problem)
+    mine = resume_path.name if resume_path else None
+    chosen = from_rank_zero(mine)
+    check_all_ranks(
+        None
+        if chosen == mine
+        else f"{ckpt_dir}: rank 0 resumes from {chosen}, this rank sees {mine or 'no checkpoint'}; --output "
+        "must be storage that every node shares (a ReadWriteMany volume)"
+    )
+    resume_path = ckpt_dir / chosen if chosen else None
     start_step = 0
     if resume_path is not None:
         start_step = int(load_checkpoint(resume_path)["global_step"])
@@ -107,7 +145,8 @@ def run_training(opts: TrainOptions) -> dict[str, Any]:
             with contextlib.suppress(OSError, ValueError):  # the finished run's own summary
                 return json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
             summary = _summary(out, opts, spec, None, {}, started, resumed_from=resume_path.name)
-            atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+            if world.rank == 0:
+                atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
             return summary
         log.info("resuming from %s (step %d)", resume_path, start_step)
 
@@ -120,38 +159,51 @@ def run_training(opts: TrainOptions) -> dict[str, Any]:
     val_batches = builder.validation_batches(split.val, opts.val_batches) if split.val else []
     dataset = TrainBatches(builder, opts.seed, start=start_step * opts.accumulate_grad_batches)
     log.info(
-        "data: %d train sentences in %d groups, %d validation sentences, %d skipped",
+        "data: %d train sentences in %d groups, %d validation sentences, %d skipped; "
+        "batch %d per rank × %d rank(s)",
         split.summary()["train_sentences"],
         len(split.train),
         split.summary()["val_sentences"],
         len(split.skipped),
+        opts.batch_size,
+        world.world_size,
     )
 
     # ---- model ----
     precision = resolve_precision(opts.precision)
-    cuda = torch.cuda.is_available()
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    base_dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
+    if opts.mode == "lora":
+        # frozen base weights may stay bf16; the adapters are fp32 (setup_lora)
+        base_dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
+    else:
+        # fp32 master weights under bf16-mixed autocast; bf16-true trains bf16 weights (asked for)
+        base_dtype = torch.bfloat16 if precision == "bf16-true" else torch.float32
     model = load_model(base, device="cpu", dtype=base_dtype, max_seq_len=max(max_length, config.max_seq_len))
     model.train()
     # seeded: adapter init and dropout masks are reproducible (a resume restores the RNG state saved
     # with the checkpoint)
     torch.manual_seed(opts.seed)
-    setup_lora(model, spec)
-    trainable = count_trainable(model)
+    if spec is not None:
+        setup_lora(model, spec)
+        trainable = count_trainable(model)
+        what = f"LoRA {spec.name}: {trainable:,} trainable parameters"
+    else:
+        trainable = prepare_full_finetuning(model, freeze_embeddings=opts.freeze_embeddings)
+        what = f"full fine-tuning: {trainable:,} of {sum(p.numel() for p in model.parameters()):,} parameters trainable"
+        what += " (embeddings frozen)" if opts.freeze_embeddings else ""
     log.info(
-        "LoRA %s: %s trainable parameters; precision %s: weights held in %s, computed in %s",
-        spec.name,
-        f"{trainable:,}",
+        "%s; precision %s: weights held in %s, computed in %s",
+        what,
         precision,
         str(base_dtype).removeprefix("torch."),
         COMPUTE_DTYPES.get(precision, precision),
     )
-    module = LoraTrainModule(
+    module = TrainModule(
         model,
         spec,
+        mode=opts.mode,
         learning_rate=opts.learning_rate,
         eps=1e-5,
         weight_decay=opts.weight_decay,
@@ -172,28 +224,33 @@ def run_training(opts: TrainOptions) -> dict[str, Any]:
         keep_last=opts.keep_last,
         val_batches=val_batches,
         log_every=opts.log_every,
+        stop=stop,
     )
-    # the monitor last: a SIGTERM arriving during the other callbacks still gets its checkpoint
-    trainer = _make_trainer(opts, precision, [TQDMProgressBar(), monitor], out)
-    monitor.dataset = dataset  # gets the rank at fit start (DDP ranks are known then)
+    trainer = _make_trainer(opts, precision, [TQDMProgressBar(), monitor], out, world)
+    monitor.dataset = dataset  # gets the rank and world size at fit start
     loader = make_loader(dataset, opts.num_workers, pin_memory=cuda)
-    try:
-        trainer.fit(module, train_dataloaders=loader, ckpt_path=resume_path)
-    except SIGTERMException:
-        # Lightning exits with status 0 on SIGTERM; a preempted task must not look finished
-        log.error("terminated at step %d; rerun with --resume to continue", trainer.global_step)
-        raise SystemExit(143) from None
+    trainer.fit(module, train_dataloaders=loader, ckpt_path=resume_path)
+    if monitor.stopped_at is not None:
+        import signal
 
+        name = signal.Signals(monitor.stop_signal).name
+        log.error(
+            "%s: stopped at step %d of %d, checkpoint %s written; rerun with --resume to continue",
+            name,
+            monitor.stopped_at,
+            opts.max_steps,
+            checkpoint_name(monitor.stopped_at),
+        )
+        raise SystemExit(exit_status(monitor.stop_signal))
+
+    extra: dict[str, Any] = {"trainable_parameters": trainable, "precision": precision, **split.summary()}
+    extra["world_size"] = world.world_size
     summary = _summary(
-        out,
-        opts,
-        spec,
-        monitor,
-        {"trainable_parameters": trainable, "precision": precision, **split.summary()},
-        started,
-        resumed_from=resume_path.name if resume_path else None,
+        out, opts, spec, monitor, extra, started, resumed_from=resume_path.name if resume_path else None
     )
     if trainer.is_global_zero:
+        if opts.mode == "full":
+            summary.update(_export_full(out, base, summary))
         atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
         best = summary.get("best_checkpoint")
         kept = [s for s, _ in list_checkpoints(ckpt_dir)]
@@ -202,20 +259,36 @@ def run_training(opts: TrainOptions) -> dict[str, Any]:
     return summary
 
 
-def _make_trainer(opts: TrainOptions, precision: str, callbacks: list, out: Path):
+def _export_full(out: Path, base: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """Full fine-tuning: write the best (else the last) checkpoint as the complete model folder."""
+    from fish_speech.text2semantic.merge import export_full_checkpoint
+
+    chosen = summary.get("best_checkpoint") or summary["last_checkpoint"]
+    model_dir = export_full_checkpoint(out / CHECKPOINT_DIR / chosen, base, out / FULL_MODEL_DIR)
+    return {"model_dir": str(model_dir), "model_from_checkpoint": chosen}
+
+
+def _make_trainer(opts: TrainOptions, precision: str, callbacks: list, out: Path, world):
     """Lightning trainer: upstream's loop settings; our callback does validation, metrics and checkpoints."""
     import lightning as L
+    from lightning.pytorch.strategies import DDPStrategy
 
     from fish_speech.text2semantic.training.checkpoints import make_checkpoint_io
 
     cuda = torch.cuda.is_available()
     devices = opts.devices
+    num_nodes = 1
     gpus = torch.cuda.device_count() if cuda else 0
     multi = (devices in ("auto", -1) and gpus > 1) or (isinstance(devices, int) and devices > 1)
+    strategy: Any = "ddp" if multi else "auto"
+    if world.distributed:  # torchrun: its world, not --devices
+        devices, num_nodes = world.local_world_size, world.num_nodes
+        strategy = DDPStrategy(process_group_backend="nccl" if cuda else "gloo")
     return L.Trainer(
         accelerator="gpu" if cuda else "cpu",
         devices=devices,
-        strategy="ddp" if multi else "auto",
+        num_nodes=num_nodes,
+        strategy=strategy,
         precision=precision,
         max_steps=opts.max_steps,
         max_epochs=-1,
@@ -233,12 +306,14 @@ def _make_trainer(opts: TrainOptions, precision: str, callbacks: list, out: Path
     )
 
 
-def _prepare_output(out: Path, ckpt_dir: Path, opts: TrainOptions) -> Path | None:
-    """Create the output folder; return the checkpoint to resume from, if any."""
+def _prepare_output(out: Path, ckpt_dir: Path, opts: TrainOptions, rank: int | None = None) -> Path | None:
+    """Create the output folder; return the checkpoint to resume from, if any (rank 0 alone deletes)."""
+    rank = _launcher_rank() if rank is None else rank
     out.mkdir(parents=True, exist_ok=True)
-    remove_temp_files(ckpt_dir)
+    if rank == 0:
+        remove_temp_files(ckpt_dir)
     existing = list_checkpoints(ckpt_dir)
-    if opts.overwrite and _launcher_rank() == 0:  # DDP re-runs this in every rank: only rank 0 deletes
+    if opts.overwrite and rank == 0:  # DDP re-runs this in every rank: only rank 0 deletes
         for _, p in existing:
             p.unlink()
         for name in ("metrics.json", "metrics.csv", "loss.png", SUMMARY_FILE):
@@ -301,7 +376,8 @@ def _summary(
         ),
         "truncated_samples": monitor.truncated if monitor else None,
         "resumed_from": resumed_from,
-        "lora": spec.to_dict(),
+        "mode": opts.mode,
+        "lora": spec.to_dict() if spec is not None else None,
         "wall_time_s": round(time.time() - started, 3),
         "options": asdict(opts),
         **extra,

@@ -25,6 +25,7 @@ from fish_speech.tensors import read_checkpoint
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
+FULL_MODEL_DIR = "model"  # full fine-tuning: the complete checkpoint folder beside checkpoints/
 _NAME_RE = re.compile(r"^step_(\d+)\.ckpt$")
 REQUIRED_KEYS = ("state_dict", "global_step", "optimizer_states", "lr_schedulers", "loops", "fish_speech")
 

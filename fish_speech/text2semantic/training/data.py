@@ -1,8 +1,10 @@
 """Training data: protos groups -> checked sentences -> per-speaker validation split -> batches.
 
-Batches are a pure function of (seed, rank, batch index): batch `b` is drawn by a sample stream seeded
-from those three numbers. A resumed run therefore starts at batch `global_step × accumulation` and
-sees exactly the batches an uninterrupted run would have seen, with any number of loader workers.
+Batches are a pure function of (seed, batch index): sample `j` of global batch `b` is drawn by a
+sample stream seeded from (seed, b, j), and rank `r` of `world` builds samples `r·B … (r+1)·B − 1` of
+it. A resumed run therefore starts at batch `global_step × accumulation` and sees exactly the batches
+an uninterrupted run would have seen, with any number of loader workers; and `world` ranks at batch
+B see the same samples as one process at batch `world·B`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from fish_speech.dataset.protos import TextData, list_proto_files, read_protos
 from fish_speech.errors import UserError
 from fish_speech.text2semantic import samples
+from fish_speech.text2semantic.training.signals import ignore_stop_signals_in_worker
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +150,9 @@ def prepare_data(
 # ---- batches ----
 
 
-def batch_seed(seed: int, rank: int, index: int) -> int:
-    """Seed of batch `index` on `rank`: independent of how many batches were drawn before."""
-    return random.Random(f"{seed}/{rank}/{index}").getrandbits(63)
+def sample_seed(seed: int, index: int, position: int) -> int:
+    """Seed of sample `position` of global batch `index`: independent of what was drawn before."""
+    return random.Random(f"{seed}/{index}/{position}").getrandbits(63)
 
 
 class BatchBuilder:
@@ -171,16 +174,22 @@ class BatchBuilder:
         batch["num_truncated"] = int(sum(n > self.max_length for n in lengths))
         return batch
 
-    def batch(self, seed: int) -> dict[str, Any]:
-        rng = random.Random(seed)
-        return self.collate([self.stream.sample(rng) for _ in range(self.batch_size)])
+    def batch(self, seed: int, index: int, rank: int = 0, world_size: int = 1) -> dict[str, Any]:
+        """This rank's share (`batch_size` samples) of global batch `index` (`world_size × batch_size`)."""
+        first = rank * self.batch_size
+        return self.collate(
+            [
+                self.stream.sample(random.Random(sample_seed(seed, index, j)))
+                for j in range(first, first + self.batch_size)
+            ]
+        )
 
     def validation_batches(self, val_groups: list[TextData], max_batches: int) -> list[dict[str, Any]]:
         """Fixed validation batches: one window of held-out sentences per speaker, in group order."""
         items = []
         for i, group in enumerate(val_groups):
             stream = samples.SampleStream([group], self.tokenizer, self.max_length, too_long="truncate")
-            items.append(stream.sample(random.Random(batch_seed(0, 0, i))))
+            items.append(stream.sample(random.Random(sample_seed(0, i, 0))))
         if len(items) > max_batches * self.batch_size:
             log.info("validation uses %d of %d held-out windows", max_batches * self.batch_size, len(items))
             items = items[: max_batches * self.batch_size]
@@ -188,7 +197,7 @@ class BatchBuilder:
 
 
 class TrainBatches(IterableDataset):
-    """Endless batches `start, start+1, ...`; batch `b` depends only on (seed, rank, b).
+    """Endless batches `start, start+1, ...`: this rank's share of global batch `b`, a function of (seed, b).
 
     Loader workers take every `num_workers`-th batch, which the DataLoader hands out round-robin, so
     the order is the same for any worker count. Use with `DataLoader(batch_size=None)`.
@@ -199,12 +208,13 @@ class TrainBatches(IterableDataset):
         self.seed = seed
         self.start = start
         self.rank = 0
+        self.world_size = 1
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         for index in itertools.count(self.start + worker, workers):
-            yield self.builder.batch(batch_seed(self.seed, self.rank, index))
+            yield self.builder.batch(self.seed, index, self.rank, self.world_size)
 
 
 def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -220,6 +230,8 @@ def make_loader(dataset: TrainBatches, num_workers: int, pin_memory: bool) -> to
         num_workers=num_workers,
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
+        # a SIGTERM/SIGINT sent to the process group must not kill workers before the checkpoint
+        worker_init_fn=ignore_stop_signals_in_worker if num_workers > 0 else None,
         # a private generator: creating the loader iterator must not advance the global torch RNG,
         # or a resumed run would draw different dropout masks than an uninterrupted one
         generator=torch.Generator().manual_seed(0),

@@ -4,7 +4,11 @@ Per-step values stay on the device until a flush (every `log_every` steps, and b
 or checkpoint), which converts them in one transfer: no host synchronisation in the hot loop. Tokens
 per second and step time are measured over each flush window. At every `val_every` steps the held-out
 batches are scored; at every `save_every` steps (and the last) a checkpoint is written, after that
-step's validation, so it carries its own validation loss.
+step's validation, so it carries its own validation loss. When a stop signal reached any rank
+(`signals.StopSignals`), the step in hand is checkpointed and the loop stops (`stopped_at`).
+
+Distributed, every rank calls the same collectives at the same steps: the stop agreement after each
+optimizer step, the metric reduction at each flush, validation, and the checkpoint's RNG gather.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from fish_speech.text2semantic.training.checkpoints import (
 )
 from fish_speech.text2semantic.training.data import move_batch
 from fish_speech.text2semantic.training.metrics import MetricsLog
-from fish_speech.text2semantic.training.module import LoraTrainModule, warmup_factor
+from fish_speech.text2semantic.training.module import TrainModule, warmup_factor
+from fish_speech.text2semantic.training.signals import StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +45,7 @@ class TrainingMonitor(L.Callback):
         keep_last: int,
         val_batches: list[dict[str, Any]],
         log_every: int = 10,
+        stop: StopSignals | None = None,
     ) -> None:
         self.metrics = metrics
         self.ckpt_dir = Path(ckpt_dir)
@@ -58,19 +64,24 @@ class TrainingMonitor(L.Callback):
         self.tokens_total = 0
         self.train_seconds = 0.0
         self.dataset: Any = None
+        self.stop = stop or StopSignals()
+        self.stopped_at: int | None = None
+        self.stop_signal = 0
 
     # ---- the loop ----
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: LoraTrainModule) -> None:
-        if self.dataset is not None:  # each rank draws its own batches
+    def on_fit_start(self, trainer: L.Trainer, pl_module: TrainModule) -> None:
+        if self.dataset is not None:  # each rank builds its share of every global batch
             self.dataset.rank = trainer.global_rank
+            self.dataset.world_size = trainer.world_size
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: LoraTrainModule) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: TrainModule) -> None:
+        self.stop.install()  # after Lightning registered its SIGTERM handler: replace it
         self.last_step = trainer.global_step
         self.window_start = time.perf_counter()
 
     def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: LoraTrainModule, outputs: Any, batch: Any, batch_idx: int
+        self, trainer: L.Trainer, pl_module: TrainModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         out = pl_module.last_output
         grad_norm = pl_module.last_grad_norm
@@ -101,11 +112,13 @@ class TrainingMonitor(L.Callback):
 
         val_due = bool(self.val_batches) and (step % self.val_every == 0 or step == self.max_steps)
         save_due = step % self.save_every == 0 or step == self.max_steps
-        if trainer.received_sigterm and trainer.world_size == 1 and not save_due:
-            # preempted (e.g. a spot node): keep this step's work; Lightning stops after this batch
-            log.warning("SIGTERM at step %d: writing a checkpoint before stopping", step)
+        signum = self.stop.agreed(trainer.world_size)
+        if signum and step < self.max_steps:
+            # keep this step's work (a preempted node has seconds); validation waits for the rerun
             self.flush(trainer)
             self.save(trainer, pl_module, step)
+            self.stopped_at, self.stop_signal = step, signum
+            trainer.should_stop = True
             return
         if step % self.log_every == 0 or val_due or save_due:
             self.flush(trainer)
@@ -120,7 +133,18 @@ class TrainingMonitor(L.Callback):
         """Move the pending per-step values to the host in one go and record them."""
         if not self.pending:
             return
-        values = torch.stack([r for _, r, _, _ in self.pending]).tolist()  # the one sync per window
+        rows = torch.stack([r for _, r, _, _ in self.pending])
+        if trainer.world_size > 1:
+            # each rank holds its share of the global means (see TrainModule.training_step) and
+            # its own counts: their sum is the step's value; the gradient norm is the same everywhere
+            tokens = torch.tensor([t for _, _, t, _ in self.pending], dtype=rows.dtype, device=rows.device)
+            both = trainer.strategy.reduce(torch.cat([rows, tokens[:, None]], 1), reduce_op="sum")
+            rows, tokens = both[:, :-1], both[:, -1]
+            rows[:, 5] /= trainer.world_size
+            self.pending = [
+                (s, r, int(t), lr) for (s, r, _, lr), t in zip(self.pending, tokens.tolist(), strict=True)
+            ]
+        values = rows.tolist()  # the one sync per window
         now = time.perf_counter()
         elapsed = max(now - self.window_start, 1e-9)
         self.window_start = now
@@ -161,7 +185,7 @@ class TrainingMonitor(L.Callback):
     # ---- validation ----
 
     @torch.no_grad()
-    def validate(self, trainer: L.Trainer, pl_module: LoraTrainModule, step: int) -> dict[str, float]:
+    def validate(self, trainer: L.Trainer, pl_module: TrainModule, step: int) -> dict[str, float]:
         model = pl_module.model
         was_training = model.training
         model.eval()
@@ -197,7 +221,7 @@ class TrainingMonitor(L.Callback):
 
     # ---- checkpoints ----
 
-    def save(self, trainer: L.Trainer, pl_module: LoraTrainModule, step: int) -> None:
+    def save(self, trainer: L.Trainer, pl_module: TrainModule, step: int) -> None:
         val = self.metrics.val.get(step, {}).get("loss")
         train = self.metrics.train.get(step, {}).get("loss")
         pl_module.extra_checkpoint_state = {"step": step, "val_loss": val, "train_loss": train}

@@ -1,0 +1,1 @@
+"""Kubernetes glue of the training step: Kubeflow Trainer TrainJobs (no KFP import here)."""
