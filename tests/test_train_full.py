@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from fish_speech.base_model.tiny import write_random_t2s
 from fish_speech.cli import main as cli_main
 from fish_speech.errors import UserError
-from fish_speech.text2semantic.checkpoint import load_model, read_state_dict, write_random_t2s
+from fish_speech.text2semantic.checkpoint import load_model, read_state_dict
 from fish_speech.text2semantic.merge import merge_lora
 from fish_speech.text2semantic.model import ModelConfig
 from fish_speech.text2semantic.train import train
