@@ -407,3 +407,45 @@ def condition_true(obj: dict, kind: str) -> bool:
     from fish_speech.kube.trainjob import condition
 
     return condition(obj, kind) is not None
+
+
+def test_step_on_nodes_collects_the_trainjob_output(kube, tmp_path, monkeypatch):
+    """lora_train_step with train_nodes 2: inputs staged, the TrainJob (here: its command run by the fake
+    API when the TrainJob is created, in one process) trains into the PVC folder, the step collects it."""
+    from pathlib import Path
+
+    from fish_speech.cli import main as cli_main
+    from fish_speech.steps.train import TrainJobPlan, lora_train_step
+
+    data = Path(__file__).parent / "data" / "t2s"
+
+    def advance(obj, gets):
+        if gets == 1:  # the "cluster" runs the TrainJob's command
+            assert obj["spec"]["trainer"]["command"] == ["torchrun", "-m", "fish_speech", "train"]
+            assert cli_main(["train", *obj["spec"]["trainer"]["args"]]) == 0
+            _set_condition(obj, "Complete")
+
+    fake = kube(advance)
+    mount = tmp_path / "pvc"
+    import fish_speech.kube.trainjob as tj
+
+    real = tj.kube_api_client
+    monkeypatch.setattr(tj, "kube_api_client", lambda host=None: real(fake.url))  # the step's cluster
+    result = lora_train_step(
+        str(data / "protos"),
+        str(data / "ckpt"),
+        str(tmp_path / "artifact"),
+        checkpoint_root=str(mount / "checkpoints"),
+        trainjob=TrainJobPlan(num_nodes=2, gpus_per_node=1, image="img", pvc="ws", mount_path=str(mount)),
+        max_steps=2,
+        save_every=2,
+        batch_size=2,
+        max_length=160,
+        num_workers=0,
+    )
+    assert result["checkpoints"] == ["step_000000002.ckpt"]
+    assert (tmp_path / "artifact" / "checkpoints" / "step_000000002.ckpt").is_file()
+    assert result["checkpoint_folder"].startswith(str(mount / "checkpoints" / "lora-train"))
+    body = fake.created[0]
+    assert body["spec"]["trainer"]["numNodes"] == 2 and "--resume" in body["spec"]["trainer"]["args"]
+    assert fake.deleted == [body["metadata"]["name"]]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from types import FrameType
 from typing import Any
 
@@ -33,6 +34,8 @@ class StopSignals:
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # Python delivers signals to the main thread only; whoever runs it there handles them
         for sig in STOP_SIGNALS:
             current = signal.getsignal(sig)
             if current is not self._handle:
