@@ -192,6 +192,9 @@ def build_pipeline(retries: bool = True, merge_on_gpu: bool = False):
             checkpoint_root: Where lora-train keeps checkpoints so a retried task resumes: a PVC path or gs:// / s3:// prefix (empty: inside the artifact).
             data_mirror_root: Where content-hash keeps an incremental mirror of the clips (empty: no mirror).
             publish_destination: Copy the merged model there (gs://, s3://, hf://, PVC path; empty: no publish step).
+            train_nodes: GPU nodes for lora-train (1: one pod; more: a Kubeflow Trainer TrainJob of that many nodes with accelerator_count GPUs each; checkpoint_root must be on a ReadWriteMany workspace PVC).
+            trainer_runtime: The Kubeflow Trainer torch ClusterTrainingRuntime the TrainJob uses (train_nodes > 1).
+            trainjob_timeout_hours: Fail lora-train when its TrainJob has not completed after this many hours (train_nodes > 1).
         """
 
         def storage(task):  # a task that reads or writes a bucket or the workspace volume
