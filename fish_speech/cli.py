@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "extract-vq": "extract_vq",
     "build-dataset": "build_dataset",
     "train": "train",
+    "evaluate": "evaluate",
     "merge-lora": "merge_lora",
     "decode-vq": "decode_vq",
     "parity-logits": "parity_logits",
