@@ -152,3 +152,52 @@ def test_page_size_is_bounded(tmp_path, monkeypatch):
     assert 0 < shown < 6
     assert len(re.findall("<audio", page)) == shown * 4
     assert "left out to keep the page under" in page
+
+
+def _chromium():
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed (apt-get install chromium)")
+def test_every_player_decodes_in_chromium(tmp_path):
+    """The browser itself loads each embedded MP3 (a harness page reads every player's duration)."""
+    import subprocess
+
+    result = _result()
+    page = write_outputs(tmp_path, result, _audio(result))["html"].read_text(encoding="utf-8")
+    sources = re.findall(r"src='(data:audio/mpeg;base64,[^']+)'", page)
+    harness = tmp_path / "harness.html"
+    harness.write_text(
+        "<html><body><script>const srcs=" + json.dumps(sources) + ";let out=[],n=0;"
+        "const done=()=>{if(++n==srcs.length)document.body.setAttribute('data-done',out.join(','))};"
+        "srcs.forEach((s,i)=>{const a=new Audio();a.preload='auto';"
+        "a.onloadedmetadata=()=>{out[i]=a.duration.toFixed(2);done()};a.onerror=()=>{out[i]='ERR';done()};"
+        "a.src=s;});</script></body></html>"
+    )
+    dom = subprocess.run(
+        [
+            _chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            harness.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    found = re.search(r'data-done="([^"]*)"', dom)
+    assert found, "the browser did not load the players"
+    durations = found.group(1).split(",")
+    assert len(durations) == len(sources) == 12
+    assert "ERR" not in durations
+    assert all(float(d) > 0 for d in durations)

@@ -265,7 +265,7 @@ def render_html(result: Mapping[str, Any], previews: Mapping[tuple[str, str], by
             else:
                 stats = f"CER {_num(s.get('cer'), 2)} · sim {_num(s.get('similarity'), 2)}"
             player = (
-                f"<audio controls preload='none' src='data:audio/mpeg;base64,{base64.b64encode(data).decode()}'>"
+                f"<audio controls preload='metadata' src='data:audio/mpeg;base64,{base64.b64encode(data).decode()}'>"
                 "</audio>"
                 if data is not None
                 else "<small>(not embedded)</small>"
