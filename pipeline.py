@@ -22,6 +22,7 @@ from pathlib import Path
 from fish_speech.codec.options import ExtractOptions
 from fish_speech.dataset.normalize import Settings as NormalizeSettings
 from fish_speech.dataset.validate import DEFAULT_MAX_SECONDS
+from fish_speech.evaluate.models import DEFAULT_ASR, DEFAULT_SPEAKER_MODEL
 from fish_speech.fileio import atomic_path
 from fish_speech.options import option_defaults
 from fish_speech.text2semantic.options import TrainOptions
@@ -78,6 +79,9 @@ DEFAULT_VQ_SHARDS = 2
 # so it runs on the CPU pool with this memory request. `--merge-on-gpu` puts it on the GPU pool instead
 # (for clusters whose CPU nodes are small).
 MERGE_MEMORY = "16Gi"
+# evaluate's candidates and sentences (its command defaults)
+EVAL_CHECKPOINTS = "earliest,best,last"
+EVAL_SENTENCES = 8
 
 
 def _with_storage_secrets(task):
@@ -132,7 +136,8 @@ def build_pipeline(retries: bool = True, merge_on_gpu: bool = False):
     @dsl.pipeline(
         name=PIPELINE_NAME,
         description="Fetch clips and base weights, validate, normalize, extract VQ codes (sharded), "
-        "build the protos dataset, LoRA-train, merge, publish.",
+        "build the protos dataset, LoRA-train, evaluate the checkpoints, merge the chosen one, publish "
+        "(with publish_policy=if_better only when it beats the base model).",
     )
     def fish_speech_lora(
         data_source: str = f"{WORKSPACE_MOUNT}/data",
@@ -145,7 +150,12 @@ def build_pipeline(retries: bool = True, merge_on_gpu: bool = False):
         learning_rate: float = TRAIN["learning_rate"],
         val_fraction: float = TRAIN["val_fraction"],
         save_every: int = TRAIN["save_every"],
-        checkpoint: str = "last",
+        checkpoint: str = "auto",
+        eval_checkpoints: str = EVAL_CHECKPOINTS,
+        eval_sentences: int = EVAL_SENTENCES,
+        asr_model: str = DEFAULT_ASR,
+        speaker_model: str = DEFAULT_SPEAKER_MODEL,
+        publish_policy: str = "if_better",
         max_clip_seconds: float = DEFAULT_MAX_SECONDS,
         loudness: float = NORMALIZE.loudness,
         peak: float = NORMALIZE.peak,
@@ -163,6 +173,7 @@ def build_pipeline(retries: bool = True, merge_on_gpu: bool = False):
         train_nodes: int = 1,
         trainer_runtime: str = "torch-distributed",
         trainjob_timeout_hours: float = 72.0,
+        eval_model_cache: str = f"{WORKSPACE_MOUNT}/eval-models",
     ):
         """LoRA fine-tuning of Fish Speech / OpenAudio S1-mini on a folder or bucket of clips.
 
@@ -283,11 +294,33 @@ def build_pipeline(retries: bool = True, merge_on_gpu: bool = False):
                 train_on_nodes = _retry(storage(c.lora_train(**train_inputs)), gpu_retry)
             lora = dsl.OneOf(train.outputs["lora"], train_on_nodes.outputs["lora"])
 
+            # checkpoint=auto merges evaluate's choice; best/last/earliest/step_N merge that one (also scored).
+            # Storage: the ASR and speaker models are fetched (hf:// needs the token) into a cache on the PVC.
+            scored = storage(
+                gpu_step(
+                    c.evaluate(
+                        base_model=weights.outputs["model"],
+                        lora=lora,
+                        data=clips,
+                        codes=dsl.Collected(codes.outputs["codes"]),
+                        checkpoint=checkpoint,
+                        checkpoints=eval_checkpoints,
+                        sentences=eval_sentences,
+                        asr_model=asr_model,
+                        speaker_model=speaker_model,
+                        publish_policy=publish_policy,
+                        model_cache=eval_model_cache,
+                        gpu_type=accelerator_type,
+                        gpu_count=accelerator_count,
+                    )
+                )
+            ).set_display_name("evaluate checkpoints")
+
             merged = c.merge_lora(
                 base_model=weights.outputs["model"],
                 lora=lora,
                 lora_config=lora_config,
-                checkpoint=checkpoint,
+                checkpoint=scored.outputs["checkpoint"],
             )
             if merge_on_gpu:
                 gpu_step(merged)
@@ -295,10 +328,13 @@ def build_pipeline(retries: bool = True, merge_on_gpu: bool = False):
                 merged.set_memory_request(MERGE_MEMORY)
 
             with dsl.If(publish_destination != "", name="publish-requested"):
-                published = io_step(
-                    c.publish(model=merged.outputs["merged"], destination=publish_destination)
-                )
-                published.set_caching_options(False)  # an upload is a side effect: always do it
+                with dsl.If(scored.outputs["publish"] == "true", name="publish-gate"):
+                    published = io_step(
+                        c.publish(model=merged.outputs["merged"], destination=publish_destination)
+                    )
+                    published.set_caching_options(False)  # an upload is a side effect: always do it
+                with dsl.Else(name="publish-refused"):
+                    c.publish_skipped(reason=scored.outputs["publish_reason"]).set_caching_options(False)
 
     return fish_speech_lora
 

@@ -44,6 +44,11 @@ DEMO_DEFAULTS: dict[str, Any] = {
     "batch_size": 2,
     "num_vq_shards": 2,
     "vq_batch_size": 4,
+    "asr_model": "tiny",
+    "speaker_model": "tiny",
+    "eval_sentences": 4,
+    # random tiny models cannot beat anything: publish anyway, so the demo shows the published model
+    "publish_policy": "always",
 }
 
 log = logging.getLogger("pipeline")
@@ -131,6 +136,7 @@ def _find_outputs(run_dir: Path) -> dict[str, Any]:
         "lora_checkpoints": one("lora-train/lora"),
         "validation_report": one("validate/report"),
         "loss_plot": one("lora-train/loss_plot"),
+        "evaluation_report": one("evaluate/report"),
         "status_report": one("report-status/report"),
         "published": None,
         "metrics": metrics,

@@ -8,6 +8,7 @@ Component modules do not use `from __future__ import annotations`: KFP reads the
 """
 
 from components.build_dataset import build_dataset
+from components.evaluate import evaluate, publish_skipped
 from components.extract_vq import extract_vq, plan_shards
 from components.fetch_data import content_hash, fetch_data
 from components.fetch_weights import fetch_weights
@@ -24,6 +25,7 @@ __all__ = [
     "GPU_IMAGE",
     "build_dataset",
     "content_hash",
+    "evaluate",
     "extract_vq",
     "fetch_data",
     "fetch_weights",
@@ -32,6 +34,7 @@ __all__ = [
     "normalize",
     "plan_shards",
     "publish",
+    "publish_skipped",
     "report_status",
     "validate",
 ]

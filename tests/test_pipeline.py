@@ -25,7 +25,7 @@ SENTINELS = {
     "S3_ENDPOINT_URL": "http://sentinel-do-not-leak-4:9000",
     "GOOGLE_APPLICATION_CREDENTIALS": "/sentinel/do-not-leak-5.json",
 }
-GPU_STEPS = ("extract-vq", "lora-train")
+GPU_STEPS = ("extract-vq", "lora-train", "evaluate")
 # merge-lora needs memory, not a GPU (pipeline.MERGE_MEMORY); --merge-on-gpu moves it (test below)
 CPU_STEPS = (
     "merge-lora",
@@ -78,6 +78,11 @@ def _all_tasks(spec) -> dict:
         if comp.HasField("dag"):
             tasks.update(comp.dag.tasks)
     return tasks
+
+
+def _dag(spec, task_name: str) -> dict:
+    """The tasks of the sub-DAG (condition, loop) that task `task_name` runs."""
+    return dict(spec.components[f"comp-{task_name}"].dag.tasks)
 
 
 def _upstream(spec, name: str) -> set[str]:
@@ -151,8 +156,18 @@ def test_dag_follows_the_recipe(compiled):
         assert step in tasks, f"step {step} missing from the compiled pipeline"
     # lora-train runs in one of two branches (one pod, or a TrainJob of train_nodes nodes)
     branches = _train_branches(spec)
+    # "publish requested": the condition holding the if/else of evaluate's publish gate
     publish_if = next(
-        n for n in tasks if n.startswith("condition-") and "publish" in spec.components[f"comp-{n}"].dag.tasks
+        n
+        for n in tasks
+        if n.startswith("condition-")
+        and not n.startswith("condition-branches")
+        and any(
+            "publish-skipped" in _dag(spec, c)
+            for b in _dag(spec, n)
+            if b.startswith("condition-branches")
+            for c in _dag(spec, b)
+        )
     )
     expected = {
         "fetch-data": {"content-hash"},
@@ -160,8 +175,9 @@ def test_dag_follows_the_recipe(compiled):
         "normalize": {"content-hash", "fetch-data", "validate"},
         "build-dataset": {"content-hash", "normalize", "for-loop-2"},
         branches: {"content-hash", "build-dataset", "fetch-weights"},
-        "merge-lora": {"fetch-weights", branches},
-        publish_if: {"merge-lora"},
+        "evaluate": {"fetch-weights", branches, "normalize", "for-loop-2"},
+        "merge-lora": {"fetch-weights", branches, "evaluate"},
+        publish_if: {"merge-lora", "evaluate"},
     }
     for step, ups in expected.items():
         assert _upstream(spec, step) == ups, step
@@ -174,6 +190,20 @@ def test_dag_follows_the_recipe(compiled):
     assert codes.task_output_artifact.producer_task == "for-loop-2"
     assert spec.components["comp-build-dataset"].input_definitions.artifacts["codes"].is_artifact_list
     # the condition runs publish; the exit handler wraps everything and runs report-status
+    # merge-lora merges evaluate's choice
+    ckpt = tasks["merge-lora"].inputs.parameters["checkpoint"].task_output_parameter
+    assert (ckpt.producer_task, ckpt.output_parameter_key) == ("evaluate", "checkpoint")
+    # publish runs only when requested and when evaluate's gate says so; else publish-skipped says why
+    (gate_branches,) = _dag(spec, publish_if)  # if/else of the gate inside "publish requested"
+    gate = _dag(spec, gate_branches)
+    publish = [n for n in gate if "publish" in _dag(spec, n)]
+    refused = [n for n in gate if "publish-skipped" in _dag(spec, n)]
+    assert len(publish) == len(refused) == 1
+    condition = gate[publish[0]].trigger_policy.condition
+    assert condition == "inputs.parameter_values['pipelinechannel--evaluate-publish'] == 'true'"
+    assert gate[refused[0]].trigger_policy.condition == f"!({condition})"
+    reason = _dag(spec, refused[0])["publish-skipped"].inputs.parameters["reason"]
+    assert reason.component_input_parameter == "pipelinechannel--evaluate-publish_reason"
     root = spec.root.dag.tasks
     assert set(root) == {"exit-handler-1", "report-status"}
     assert (
@@ -196,6 +226,7 @@ def test_artifact_types(compiled):
         "build-dataset": {"protos": "system.Dataset", "metrics": "system.Metrics"},
         "lora-train": {"lora": "system.Model", "metrics": "system.Metrics", "loss_plot": "system.HTML"},
         "merge-lora": {"merged": "system.Model"},
+        "evaluate": {"report": "system.HTML", "metrics": "system.Metrics", "results": "system.Artifact"},
         "report-status": {"report": "system.Markdown"},
     }
     for step, outputs in expected.items():
@@ -205,6 +236,12 @@ def test_artifact_types(compiled):
         "extract-vq": {"data": "system.Dataset", "weights": "system.Model"},
         "lora-train": {"protos": "system.Dataset", "base_model": "system.Model"},
         "merge-lora": {"base_model": "system.Model", "lora": "system.Model"},
+        "evaluate": {
+            "base_model": "system.Model",
+            "lora": "system.Model",
+            "data": "system.Dataset",
+            "codes": "system.Dataset",
+        },
     }
     for step, ins in inputs.items():
         defs = comps[f"comp-{step}"].input_definitions.artifacts
@@ -239,6 +276,12 @@ def test_parameters(compiled):
     assert params["gpu_node_selector"].parameter_type == ParameterType.STRUCT
     assert params["gpu_tolerations"].parameter_type == ParameterType.LIST
     assert params["max_steps"].default_value.number_value == 1000
+    assert params["checkpoint"].default_value.string_value == "auto"
+    assert params["publish_policy"].default_value.string_value == "if_better"
+    from fish_speech.evaluate.models import DEFAULT_ASR, DEFAULT_SPEAKER_MODEL
+
+    assert params["asr_model"].default_value.string_value == DEFAULT_ASR
+    assert params["speaker_model"].default_value.string_value == DEFAULT_SPEAKER_MODEL
 
 
 def test_gpu_steps_platform_settings(compiled):

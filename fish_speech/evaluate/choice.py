@@ -65,6 +65,39 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
+def compare_to_base(
+    candidate: CandidateScore,
+    base: CandidateScore | None,
+    similarity_margin: float = DEFAULT_SIMILARITY_MARGIN,
+    cer_margin: float = DEFAULT_CER_MARGIN,
+) -> tuple[bool, str, list[str]]:
+    """(beats the base?, one-line why, flags): rule 4 of the module docstring."""
+    if base is None or base.similarity is None or candidate.similarity is None:
+        return False, "no base scores to compare with", []
+    if candidate.similarity <= base.similarity:
+        return (
+            False,
+            f"similarity {_fmt(candidate.similarity)} is not above the base's {_fmt(base.similarity)}",
+            [],
+        )
+    if base.cer is not None and (candidate.cer is None or candidate.cer > base.cer + cer_margin):
+        return (
+            False,
+            f"CER {_fmt(candidate.cer)} is worse than the base's {_fmt(base.cer)} + {cer_margin}",
+            [],
+        )
+    why = (
+        f"similarity {_fmt(candidate.similarity)} > base {_fmt(base.similarity)}, "
+        f"CER {_fmt(candidate.cer)} within {cer_margin} of base {_fmt(base.cer)}"
+    )
+    flags = (
+        ["gain_within_similarity_margin"]
+        if candidate.similarity - base.similarity < similarity_margin
+        else []
+    )
+    return True, why, flags
+
+
 def choose_checkpoint(
     scores: list[CandidateScore],
     similarity_margin: float = DEFAULT_SIMILARITY_MARGIN,
@@ -112,23 +145,8 @@ def choose_checkpoint(
     if chosen.failures:
         flags.append("chosen_has_failed_utterances")
 
-    if base is None or base_sim is None or chosen.similarity is None:
-        beats, why = False, "no base scores to compare with"
-    elif chosen.similarity <= base_sim:
-        beats, why = (
-            False,
-            f"similarity {_fmt(chosen.similarity)} is not above the base's {_fmt(base_sim)}",
-        )
-    elif base_cer is not None and (chosen.cer is None or chosen.cer > base_cer + cer_margin):
-        beats, why = False, f"CER {_fmt(chosen.cer)} is worse than the base's {_fmt(base_cer)} + {cer_margin}"
-    else:
-        beats = True
-        why = (
-            f"similarity {_fmt(chosen.similarity)} > base {_fmt(base_sim)}, "
-            f"CER {_fmt(chosen.cer)} within {cer_margin} of base {_fmt(base_cer)}"
-        )
-        if chosen.similarity - base_sim < similarity_margin:
-            flags.append("gain_within_similarity_margin")
+    beats, why, more = compare_to_base(chosen, base, similarity_margin, cer_margin)
+    flags += more
     return Choice(
         chosen=chosen.name,
         step=chosen.step,

@@ -408,16 +408,43 @@ def _write_audio(folder: Path, audio: dict[tuple[str, str], tuple[np.ndarray, in
             sf.write(tmp, np.clip(np.nan_to_num(x), -1, 1), sr, subtype="PCM_16", format="WAV")
 
 
-def publish_decision(result: dict[str, Any], policy: str) -> tuple[bool, str]:
-    """(publish?, one-line why) for `publish_policy` `always` or `if_better` from an eval.json."""
+def candidate_scores(result: dict[str, Any]) -> dict[str, CandidateScore]:
+    """The aggregate rows of an eval.json as `CandidateScore`s by name (the real row left out)."""
+    return {
+        c["name"]: CandidateScore(
+            c["name"],
+            c.get("step"),
+            c.get("similarity"),
+            c.get("cer"),
+            c.get("wer"),
+            c.get("utterances", 0),
+            c.get("failures", 0),
+        )
+        for c in result.get("candidates", [])
+        if c["name"] != REAL
+    }
+
+
+def publish_decision(result: dict[str, Any], policy: str, checkpoint: str | None = None) -> tuple[bool, str]:
+    """(publish?, one-line why) under `publish_policy` `always` or `if_better`, for the chosen checkpoint
+    of an eval.json (or `checkpoint`, a candidate name, when the run merges another one)."""
+    from fish_speech.evaluate.choice import compare_to_base
+
     choice = result.get("choice") or {}
+    name = checkpoint or choice.get("chosen")
     if policy == "always":
-        return True, f"publish_policy=always: publishing {choice.get('chosen', 'the merged model')}"
+        return True, f"publish_policy=always: publishing {name}"
     if policy != "if_better":
         raise UserError(f"publish_policy {policy!r}: use always or if_better")
-    if choice.get("beats_base"):
-        return True, f"{choice.get('chosen')} beats the base model: {choice.get('beats_base_reason')}"
-    return False, (
-        f"not published: {choice.get('chosen')} does not beat the base model "
-        f"({choice.get('beats_base_reason', 'no scores')}; publish_policy=if_better)"
+    scores = candidate_scores(result)
+    if name not in scores:
+        return False, f"not published: {name} was not evaluated, so it cannot be shown to beat the base model"
+    beats, why, _ = compare_to_base(
+        scores[name],
+        scores.get(BASE),
+        choice.get("similarity_margin", DEFAULT_SIMILARITY_MARGIN),
+        choice.get("cer_margin", DEFAULT_CER_MARGIN),
     )
+    if beats:
+        return True, f"{name} beats the base model: {why}"
+    return False, f"not published: {name} does not beat the base model ({why}; publish_policy=if_better)"
