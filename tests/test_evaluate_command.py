@@ -178,7 +178,7 @@ def test_in_memory_candidate_equals_its_merged_folder(run, tmp_path):
 
 
 def test_a_candidate_that_stops_at_once_is_a_failure(run, tmp_path, monkeypatch):
-    import fish_speech.text2semantic.generate as g
+    import fish_speech.synthesis as g
 
     real = g.generate
 

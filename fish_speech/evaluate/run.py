@@ -69,18 +69,6 @@ class EvalOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: no CUDA GPU is available")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise UserError(f"--device {device!r}: use auto, cpu or cuda[:N]")
-    return device
-
-
 def resolve_candidates(which: str, train_output: str | os.PathLike) -> list[tuple[int, Path]]:
     """`all`, or comma-separated `earliest`/`best`/`last`/`step_N`: (step, path) sorted, without repeats."""
     from fish_speech.text2semantic.training.checkpoints import (
@@ -150,23 +138,14 @@ def evaluate(opts: EvalOptions) -> dict[str, Any]:
     import torch
     from tqdm import tqdm
 
-    from fish_speech.codec.checkpoint import load_codec
-    from fish_speech.codec.decode import decode_codes
     from fish_speech.evaluate.models import ASRModel, SpeakerModel, fetch_model
     from fish_speech.evaluate.report import write_outputs
     from fish_speech.evaluate.sentences import read_train_summary, select_sentences
-    from fish_speech.text2semantic.checkpoint import (
-        CODEC_FILE,
-        MODEL_FILE,
-        check_dir,
-        load_config,
-        load_model,
-        load_tokenizer,
-        read_state_dict,
-    )
-    from fish_speech.text2semantic.generate import SamplingSettings, generate, seeded_generators
-    from fish_speech.text2semantic.lora import merge_lora_weights, read_lora_checkpoint, resolve_lora_spec
-    from fish_speech.text2semantic.prompt import Reference, encode_prompt
+    from fish_speech.synthesis import apply_lora, load_voice, synthesize
+    from fish_speech.text2semantic.checkpoint import CODEC_FILE, check_dir, load_config, load_tokenizer
+    from fish_speech.text2semantic.generate import SamplingSettings
+    from fish_speech.text2semantic.lora import resolve_lora_spec
+    from fish_speech.text2semantic.prompt import Reference
 
     started = time.monotonic()
     timing: dict[str, float] = {}
@@ -191,7 +170,9 @@ def evaluate(opts: EvalOptions) -> dict[str, Any]:
             log.info("%s: this evaluation is already done (same inputs); nothing to do", done)
             return previous
 
-    device = resolve_device(opts.device)
+    from fish_speech.codec.extract_vq import resolve_device
+
+    device = str(resolve_device(opts.device))
     cache = Path(opts.model_cache or Path.home() / ".cache" / "fish-speech" / "eval-models")
     # models first: a model that cannot be fetched or loaded fails before any generation
     t = time.monotonic()
@@ -249,15 +230,13 @@ def evaluate(opts: EvalOptions) -> dict[str, Any]:
     timing["real_clips_s"] = time.monotonic() - t
 
     # ---- generation ----
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    model = load_model(base, device=device, dtype=dtype)
-    base_state = read_state_dict(base / MODEL_FILE)
+    voice = load_voice(base, device=device)
+    lora_config = opts.lora_config or train_opts.get("lora_config", "r_8_alpha_16")
     spec = resolve_lora_spec(
-        opts.lora_config or train_opts.get("lora_config", "r_8_alpha_16"),
+        lora_config,
         None if opts.lora_config else train_opts.get("lora_r"),
         None if opts.lora_config else train_opts.get("lora_alpha"),
     )
-    codec = load_codec(base / CODEC_FILE, device=device)
     longest = max(s.frames for s in sents)
     max_new = opts.max_new_tokens or min(1024, 2 * longest + 64)
     settings = SamplingSettings(
@@ -266,11 +245,11 @@ def evaluate(opts: EvalOptions) -> dict[str, Any]:
         repetition_penalty=opts.repetition_penalty,
         max_new_tokens=max_new,
     )
-    prompts = []
-    for s in sents:
-        p = evalset.prompts[s.speaker]
-        ref = Reference(p.text.strip(), p.codes().astype(np.int64), str(p.codes_path))
-        prompts.append(encode_prompt(tokenizer, s.text.strip(), [ref], config.num_codebooks))
+    references = {
+        spk: Reference(p.text.strip(), p.codes().astype(np.int64), str(p.codes_path))
+        for spk, p in evalset.prompts.items()
+    }
+    by_speaker = {spk: [i for i, s in enumerate(sents) if s.speaker == spk] for spk in references}
 
     audio: dict[tuple[str, str], tuple[np.ndarray, int]] = {}
     for i, x in enumerate(real_audio):
@@ -280,23 +259,21 @@ def evaluate(opts: EvalOptions) -> dict[str, Any]:
     paths = [None] + [p for _, p in candidates]
     for name, ckpt in tqdm(list(zip(names, paths, strict=True)), desc="evaluate", unit="candidate"):
         t = time.monotonic()
-        if ckpt is None:
-            state = base_state
-        else:
-            # merged in the base file's dtype, as `merge-lora` writes it, then cast like the base
-            state = merge_lora_weights(base_state, read_lora_checkpoint(ckpt), spec, source=str(ckpt))
-        model.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()})
-        wavs: list[np.ndarray] = []
-        for start in range(0, len(prompts), opts.batch_size):
-            chunk = prompts[start : start + opts.batch_size]
-            gens = seeded_generators([opts.seed + start + j for j in range(len(chunk))], device)
-            results = generate(model, chunk, settings, tokenizer.im_end_id, generators=gens)
-            for r in results:
-                codes = r.codes
-                wavs.append(
-                    decode_codes(codec, codes.to(device)) if codes.shape[1] > 0 else np.zeros(0, np.float32)
-                )
-        model.clear_caches()
+        if ckpt is not None:  # always folded into the base weights, as merge-lora writes them
+            apply_lora(voice, ckpt, lora_config=spec.name)
+        wavs: list[np.ndarray] = [np.zeros(0, np.float32)] * len(sents)
+        for spk, idx in by_speaker.items():
+            utts = synthesize(
+                voice,
+                [sents[i].text.strip() for i in idx],
+                [references[spk]],
+                settings,
+                seed=[opts.seed + i for i in idx],
+                batch_size=opts.batch_size,
+                max_chars=0,  # held-out sentences are single clips: never split
+            )
+            for i, u in zip(idx, utts, strict=True):
+                wavs[i] = u.audio
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         gen_seconds[name] = time.monotonic() - t
@@ -319,7 +296,7 @@ def evaluate(opts: EvalOptions) -> dict[str, Any]:
             }
             audio[(ids[i], name)] = (wav, SAMPLE_RATE)
         timing[f"candidate_{name}_s"] = time.monotonic() - t
-    del model
+    del voice
 
     # ---- aggregate, choose, write ----
     val_loss = _val_losses(train_output)
