@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     params = sum(p.numel() for p in model.parameters())
 
     train = next((m for task, m in out["metrics"].items() if task.endswith("lora-train")), {})
+    scored = next((m for task, m in out["metrics"].items() if task.endswith("evaluate")), {})
     validate = next((m for task, m in out["metrics"].items() if task.endswith("validate")), {})
     print()
     print("=" * 78)
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  LoRA checkpoints:         {out['lora_checkpoints']}")
     print(f"  validation report (md):   {out['validation_report']}")
     print(f"  loss curves (html):       {out['loss_plot']}")
+    print(f"  checkpoint evaluation:    {out['evaluation_report']}")
     print(f"  run status (md):          {out['status_report']}")
     print(f"  metrics of every step:    {out['summary']}")
     if validate:
@@ -71,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
             if "loss" in k or "tokens" in k or k == "global_step"
         )
         print(f"  training: {shown}")
+    if scored:
+        print(
+            f"  evaluation: chosen step {scored.get('chosen_step')} (similarity {scored.get('chosen_similarity', 0):.3f}, "
+            f"CER {scored.get('chosen_cer', 0):.3f}; base {scored.get('base_similarity', 0):.3f} / "
+            f"{scored.get('base_cer', 0):.3f}); random tiny models: the numbers mean nothing, the report is real"
+        )
     print("=" * 78)
 
     # Listen to the model: one sentence with the merged model, the demo speaker as reference (on random

@@ -160,6 +160,8 @@ def plot_png(result: Mapping[str, Any]) -> bytes:
     ax.set_title("validation loss (train)", fontsize=10)
     ax.set_xlabel("training step")
     ax.grid(alpha=0.3)
+    for ax in axes:
+        ax.ticklabel_format(axis="y", useOffset=False)  # absolute values, never "+1.7e1" offsets
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
