@@ -32,16 +32,16 @@ def evaluate(
     metrics: Output[Metrics],
     results: Output[Artifact],
 ) -> NamedTuple("EvaluateOutputs", [("checkpoint", str), ("publish", str), ("publish_reason", str)]):
-    """`fish-speech evaluate --base-weight BASE --train-output LORA --data TREE --output RESULTS ...`.
+    """`fish-speech evaluate --base-weight BASE --train-output LORA --data DATA --codes SHARD... --output RESULTS`
+    (fish_speech/steps/evaluate.py).
 
     The accelerator settings are the task's resource request (kept in the inputs, like lora-train's).
     """
-    import json
     import shutil
     from collections import namedtuple
-    from pathlib import Path
 
-    from fish_speech.evaluate.step import evaluate_step
+    from fish_speech.steps.common import log_metrics
+    from fish_speech.steps.evaluate import evaluate_step
 
     out = evaluate_step(
         base_model.path,
@@ -59,9 +59,7 @@ def evaluate(
     )
     shutil.copyfile(out["report"], report.path)
     report.metadata["display_name"] = "checkpoint evaluation"
-    for key, value in out["metrics"].items():
-        metrics.log_metric(key, value)
-    Path(metrics.path).write_text(json.dumps(metrics.metadata, indent=2, sort_keys=True), encoding="utf-8")
+    log_metrics(metrics, out["metrics"])
     results.metadata.update({"checkpoint": out["checkpoint"], "publish": out["publish"]})
     outputs = namedtuple("EvaluateOutputs", ["checkpoint", "publish", "publish_reason"])
     return outputs(out["checkpoint"], out["publish"], out["publish_reason"])

@@ -80,3 +80,26 @@ def test_a_speaker_with_one_clip_is_skipped_with_a_reason(tmp_path, demo_voice, 
         select_sentences(data, 0.1, tokenizer, max_length, books, size)  # no .npy beside the clips
     with pytest.raises(UserError, match="not found"):
         select_sentences(tmp_path / "nope", 0.1, tokenizer, max_length, books, size)
+
+
+def test_codes_in_separate_folders_as_build_dataset_codes(tmp_path, demo_voice, tiny_base):
+    """extract-vq --output-dir shards: codes under code folders at the clips' relative paths."""
+    data = tmp_path / "data"
+    shutil.copytree(demo_voice, data)
+    with_codes = _with_codes(demo_voice, tmp_path / "beside")
+    shards = [tmp_path / "shard0", tmp_path / "shard1"]
+    for i, npy in enumerate(sorted(with_codes.rglob("*.npy"))):
+        dest = shards[i % 2] / npy.relative_to(with_codes)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(npy, dest)
+    tokenizer, max_length, books, size = _args(tiny_base)
+    beside = select_sentences(with_codes, 0.25, tokenizer, max_length, books, size, max_sentences=4)
+    split = select_sentences(
+        data, 0.25, tokenizer, max_length, books, size, max_sentences=4, code_roots=shards
+    )
+    assert [(c.speaker, c.text, c.frames) for c in split.sentences] == [
+        (c.speaker, c.text, c.frames) for c in beside.sentences
+    ]
+    for c in split.sentences:
+        assert c.audio_path.is_relative_to(data)
+        assert any(c.codes_path.is_relative_to(shard) for shard in shards)

@@ -3,13 +3,12 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import fish_speech.cli
-from fish_speech.errors import UserError
 from fish_speech.evaluate.run import publish_decision
-from fish_speech.evaluate.step import assemble_tree, evaluate_step
+from fish_speech.steps.common import StepError
+from fish_speech.steps.evaluate import evaluate_step
 
 
 def _planted(chosen="step_000000004", base=(0.80, 0.10), ckpts=None):
@@ -56,13 +55,14 @@ def fake_evaluate(monkeypatch):
 
 def test_auto_merges_the_choice_and_if_better_refuses_a_worse_model(tmp_path, train_output, fake_evaluate):
     calls = fake_evaluate(_planted())
-    out = evaluate_step("BASE", str(train_output), str(tmp_path), [], str(tmp_path / "eval"))
+    out = evaluate_step("BASE", str(train_output), str(tmp_path), ["s0", "s1"], str(tmp_path / "eval"))
     assert out["checkpoint"] == "step_000000004"
     assert out["publish"] == "false"
     assert out["publish_reason"].startswith("not published: step_000000004 does not beat the base model")
     assert "similarity 0.720 is not above the base's 0.800" in out["publish_reason"]
     assert out["metrics"]["chosen_similarity"] == 0.72 and out["metrics"]["publish"] == 0
     assert calls[0][calls[0].index("--checkpoints") + 1] == "earliest,best,last"
+    assert [calls[0][i + 1] for i, a in enumerate(calls[0]) if a == "--codes"] == ["s0", "s1"]
 
     out = evaluate_step(
         "BASE", str(train_output), str(tmp_path), [], str(tmp_path / "eval"), publish_policy="always"
@@ -91,7 +91,7 @@ def test_an_explicit_checkpoint_is_merged_and_scored(tmp_path, train_output, fak
     assert calls[0][calls[0].index("--checkpoints") + 1] == "last,earliest"
     # the gate looks at the merged checkpoint: 0.70 < base 0.71
     assert out["publish"] == "false" and "step_000000002" in out["publish_reason"]
-    with pytest.raises(UserError, match="publish_policy"):
+    with pytest.raises(StepError, match="publish_policy"):
         evaluate_step(
             "BASE", str(train_output), str(tmp_path), [], str(tmp_path / "e"), publish_policy="maybe"
         )
@@ -100,18 +100,3 @@ def test_an_explicit_checkpoint_is_merged_and_scored(tmp_path, train_output, fak
 def test_publish_decision_for_a_checkpoint_that_was_not_scored():
     ok, why = publish_decision(_planted(), "if_better", "step_000000099")
     assert not ok and "was not evaluated" in why
-
-
-def test_assemble_tree_joins_clips_and_shard_codes(tmp_path):
-    data = tmp_path / "normalized"
-    (data / "anna").mkdir(parents=True)
-    (data / "anna" / "a1.wav").write_bytes(b"RIFF")
-    (data / "anna" / "a1.lab").write_text("hi")
-    shard = tmp_path / "shard0"
-    (shard / "anna").mkdir(parents=True)
-    np.save(shard / "anna" / "a1.npy", np.zeros((10, 3), np.int64))
-    tree = assemble_tree(data, [shard], tmp_path / "tree")
-    assert tree.name == "normalized"
-    assert sorted(p.name for p in (tree / "anna").iterdir()) == ["a1.lab", "a1.npy", "a1.wav"]
-    with pytest.raises(UserError, match="two extract-vq shards"):
-        assemble_tree(data, [shard, shard], tmp_path / "tree2")

@@ -27,6 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="the clip folder the protos were built from (clips, .lab transcripts, .npy codes)",
     )
     p.add_argument(
+        "--codes",
+        action="append",
+        metavar="DIR",
+        help="folder with the codes at the clips' relative paths, as build-dataset --codes; repeatable",
+    )
+    p.add_argument(
         "--output", required=True, metavar="EVAL", help="folder for eval.json, eval.csv, report.html"
     )
     p.add_argument(
@@ -91,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
             train_output=args.train_output,
             data=args.data,
             output=args.output,
+            codes=args.codes or [],
             checkpoints=args.checkpoints,
             sentences=args.sentences,
             asr=args.asr,

@@ -49,6 +49,7 @@ class EvalOptions:
     train_output: str
     data: str
     output: str
+    codes: list[str] = field(default_factory=list)  # code folders, as build-dataset --codes
     checkpoints: str = DEFAULT_CHECKPOINTS
     sentences: int = 8
     asr: str = DEFAULT_ASR
@@ -66,7 +67,6 @@ class EvalOptions:
     cer_margin: float = DEFAULT_CER_MARGIN
     lora_config: str | None = None  # None: the one train recorded in summary.json
     overwrite: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def resolve_candidates(which: str, train_output: str | os.PathLike) -> list[tuple[int, Path]]:
@@ -190,6 +190,7 @@ def evaluate(opts: EvalOptions) -> dict[str, Any]:
         config.num_codebooks,
         config.codebook_size,
         max_sentences=opts.sentences,
+        code_roots=opts.codes,
     )
     sents = evalset.sentences
     ids = [f"s{i + 1:02d}" for i in range(len(sents))]

@@ -2,7 +2,8 @@
 
 `train` holds out the last `round(n × val_fraction)` usable sentences (at least 1, at most n - 2) of every
 speaker with n ≥ 3 (`fish_speech.text2semantic.training.data.split_validation`). Evaluation rebuilds that
-split from the clip folder (`--data`, the folder build-dataset packed: clips, `.lab` and `.npy` codes)
+split from the clip folder (`--data`, the folder build-dataset packed: clips, `.lab` and `.npy` codes
+beside them or, as `build-dataset --codes`, under code folders at the clips' relative paths)
 with the run's own `val_fraction` and `max_length` (from its `summary.json`), through the same
 functions, so the sentences are exactly the ones the validation loss was computed on.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,24 +80,37 @@ def read_train_summary(train_output: str | os.PathLike) -> dict:
         raise UserError(f"{path}: unreadable ({e})") from e
 
 
-def _audio_beside(codes: Path) -> Path | None:
+def _audio_beside(codes: Path, data_dir: Path, code_roots: Sequence[Path]) -> Path | None:
+    """The clip of a codes file: beside it, or (codes under a `--codes` folder) at its path under `data_dir`."""
     from fish_speech.dataset.build_dataset import AUDIO_EXTENSIONS
 
+    stem = codes
+    for root in code_roots:
+        if codes.is_relative_to(root):
+            stem = data_dir / codes.relative_to(root)
+            break
     for ext in AUDIO_EXTENSIONS:
-        for candidate in (codes.with_suffix(ext), codes.with_suffix(ext.upper())):
+        for candidate in (stem.with_suffix(ext), stem.with_suffix(ext.upper())):
             if candidate.is_file():
                 return candidate
     return None
 
 
-def _usable_groups(data_dir: Path, tokenizer, max_length: int, num_codebooks: int, codebook_size: int):
+def _usable_groups(
+    data_dir: Path,
+    tokenizer,
+    max_length: int,
+    num_codebooks: int,
+    codebook_size: int,
+    code_roots: Sequence[Path] = (),
+):
     """Per speaker: the clips train kept, in order, as (TextData, [ClipRef]) (same checks as train)."""
-    from fish_speech.dataset.build_dataset import discover_folder, load_codes
+    from fish_speech.dataset.build_dataset import discover, load_codes
     from fish_speech.dataset.protos import Semantics, Sentence, TextData
     from fish_speech.text2semantic.training.data import check_sentences
 
     skipped: list = []
-    groups = discover_folder(data_dir, [".lab"], skipped)
+    groups = discover([data_dir], [".lab"], skipped, code_roots)
     out = []
     for group in groups:
         sentences, clips = [], []
@@ -107,7 +122,13 @@ def _usable_groups(data_dir: Path, tokenizer, max_length: int, num_codebooks: in
                 Sentence(texts=clip.texts, semantics=[Semantics(values=row) for row in codes.tolist()])
             )
             clips.append(
-                ClipRef(group.name, clip.texts[0], clip.codes, _audio_beside(clip.codes), codes.shape[1])
+                ClipRef(
+                    group.name,
+                    clip.texts[0],
+                    clip.codes,
+                    _audio_beside(clip.codes, data_dir, code_roots),
+                    codes.shape[1],
+                )
             )
         data = TextData(source=group.source, name=group.name, sentences=sentences)
         kept, _ = check_sentences([data], tokenizer, max_length, num_codebooks, codebook_size)
@@ -141,6 +162,7 @@ def select_sentences(
     codebook_size: int,
     max_sentences: int = 8,
     max_references: int = 16,
+    code_roots: Sequence[str | os.PathLike] = (),
 ) -> EvalSet:
     """Rebuild train's validation split from `data_dir` and pick the sentences and prompts (see module doc)."""
     from fish_speech.text2semantic.training.data import split_validation
@@ -150,7 +172,8 @@ def select_sentences(
         raise UserError(f"{data_dir}: data folder not found")
     if max_sentences <= 0:
         raise UserError(f"--sentences must be positive, got {max_sentences}")
-    groups = _usable_groups(data_dir, tokenizer, max_length, num_codebooks, codebook_size)
+    roots = [Path(r) for r in code_roots]
+    groups = _usable_groups(data_dir, tokenizer, max_length, num_codebooks, codebook_size, roots)
     if not groups:
         raise UserError(f"{data_dir}: no clip with codes (.npy) and a transcript (.lab) to evaluate on")
     result = EvalSet([], {}, {})
