@@ -1,9 +1,14 @@
-"""Benchmark: `fish-speech evaluate` of 3 candidates (base + 2 checkpoints) × 8 sentences, tiny models, CPU.
+"""Benchmark: `fish-speech evaluate` of N candidates (base + checkpoints) × 8 sentences.
 
-Baseline, same run: synthesizing the same 24 utterances alone (same voice, LoRA, prompts, batch size),
+CPU (`make bench`): 3 candidates, tiny models. `--gpu` (bench/gpu.sh): 6 candidates on CUDA with random
+weights of the real sizes: S1-mini and its codec, Whisper large-v3-turbo's shape, WavLM base-plus-sv's
+shape (nothing is downloaded; random models never stop early, so every sentence runs to its frame cap:
+an upper bound). Aim on one large GPU: under 5 minutes.
+
+Baseline, same run: synthesizing the same utterances alone (same voice, LoRA, prompts, batch size),
 so the ratio is what the scoring (ASR and speaker models, real clips, reports) adds to generation.
-A second row compares evaluation at --batch-size 8 with --batch-size 1. Set-up (tiny base, the demo
-voice with random codes, a 4-step training run) is not timed. `python bench/evaluate.py [--quick]`.
+The CPU run adds --batch-size 8 vs --batch-size 1. Set-up (base, the demo voice with random codes, a
+short training run) is not timed.  `python bench/evaluate.py [--quick] [--gpu]`.
 """
 
 from __future__ import annotations
@@ -18,14 +23,27 @@ from pathlib import Path
 from common import REPO, Row, report
 
 
-def _setup(root: Path) -> dict:
+def _setup(root: Path, gpu: bool = False) -> dict:
     import numpy as np
 
     from fish_speech.dataset.build_dataset import build_dataset
     from fish_speech.text2semantic.train import train
     from fish_speech.tiny import write_tiny_checkpoint
 
-    base = write_tiny_checkpoint(root / "base")
+    models = root / "models"
+    if gpu:
+        from fish_speech.codec.checkpoint import write_random_codec
+        from fish_speech.codec.model import CodecConfig
+        from fish_speech.evaluate import models as m
+        from fish_speech.text2semantic.checkpoint import write_random_t2s
+        from fish_speech.text2semantic.model import ModelConfig
+
+        base = write_random_t2s(root / "base", ModelConfig.s1_mini())
+        write_random_codec(base / "codec.pth", CodecConfig.s1_mini(), seed=0)
+        m.write_tiny_asr(models / "asr", **m.LARGE_V3_TURBO)
+        m.write_tiny_speaker_model(models / "speaker", **m.WAVLM_BASE_PLUS_SV)
+    else:
+        base = write_tiny_checkpoint(root / "base")
     data = root / "data"
     shutil.copytree(REPO / "examples" / "demo-voice", data)
     rng = np.random.default_rng(0)
@@ -83,7 +101,7 @@ def _synthesize_only(s: dict, result: dict, batch_size: int, max_new: int) -> fl
     from fish_speech.text2semantic.prompt import Reference
 
     t = time.perf_counter()
-    voice = load_voice(s["base"], device="cpu")
+    voice = load_voice(s["base"], device=s["device"])
     settings = SamplingSettings(max_new_tokens=max_new)
     lora = read_train_summary(s["train"])["options"]["lora_config"]
     by_speaker: dict[str, list[tuple[int, str, str]]] = {}
@@ -110,21 +128,40 @@ def _synthesize_only(s: dict, result: dict, batch_size: int, max_new: int) -> fl
     return time.perf_counter() - t
 
 
-def main(quick: bool = False) -> list[Row]:
+def main(quick: bool = False, gpu: bool = False) -> list[Row]:
     import torch
 
-    torch.set_num_threads(1)
-    max_new = 32 if quick else 96
+    if gpu and not torch.cuda.is_available():
+        print("bench/evaluate.py --gpu: no CUDA device; nothing to do")
+        return []
+    if not gpu:
+        torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="bench-evaluate-") as tmp:
         root = Path(tmp)
-        s = _setup(root)
-        _evaluate(s, root / "warm", 8, 8)  # model fetch/caches and first-call costs out of the timings
+        s = _setup(root, gpu)
+        _evaluate(s, root / "warm", 8, 8)  # model loads, kernels and first-call costs out of the timings
+        max_new = None if gpu else (32 if quick else 96)  # GPU: the command's default cap
         seconds, result = _evaluate(s, root / "eval", 8, max_new)
-        bare = _synthesize_only(s, result, 8, max_new)
-        single, _ = _evaluate(s, root / "eval1", 1, max_new)
+        cap = result["options"]["max_new_tokens"]
+        bare = _synthesize_only(s, result, 8, cap)
         n = len(result["utterances"]) * (len(result["candidates"]) - 1)
         html = (root / "eval" / "report.html").stat().st_size / 1e6
-    note = f"{n} utterances (3 candidates x 8 sentences), <= {max_new} frames each; report {html:.2f} MB"
+        note = (
+            f"{n} utterances ({len(result['candidates']) - 1} candidates x {len(result['utterances'])} "
+            f"sentences), <= {cap} frames each; report {html:.2f} MB"
+        )
+        if gpu:
+            name = torch.cuda.get_device_name(0)
+            return [
+                Row(
+                    f"evaluate, S1-mini + default model sizes, {name} (vs synthesis alone)",
+                    seconds,
+                    bare,
+                    "s",
+                    note + f"; aim: < 300 s; scoring {result['timing']}",
+                )
+            ]
+        single, _ = _evaluate(s, root / "eval1", 1, max_new)
     return [
         Row("evaluate, tiny, CPU (vs synthesis alone)", seconds, bare, "s", note),
         Row("evaluate --batch-size 8 (vs --batch-size 1)", seconds, single, "s", "same run, same utterances"),
@@ -134,6 +171,9 @@ def main(quick: bool = False) -> list[Row]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--gpu", action="store_true", help="full-size random models on CUDA (bench/gpu.sh)")
     args = parser.parse_args()
-    report("evaluate", main(quick=args.quick))
+    rows = main(quick=args.quick, gpu=args.gpu)
+    if rows:
+        report("gpu_evaluate" if args.gpu else "evaluate", rows)
     sys.exit(0)

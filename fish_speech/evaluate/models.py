@@ -214,9 +214,38 @@ def _byte_vocab() -> dict[str, int]:
 TINY_LANGUAGES = ("en", "zh", "de", "es", "ru", "ko", "fr", "ja")
 
 
-def write_tiny_asr(out_dir: str | os.PathLike, seed: int = 0) -> Path:
+# Shapes of the default models, for `write_tiny_asr(..., **LARGE_V3_TURBO)` in the GPU benchmark (random
+# weights of the real size: their speed is what is measured).
+LARGE_V3_TURBO = dict(
+    num_mel_bins=128,
+    d_model=1280,
+    encoder_layers=32,
+    decoder_layers=4,
+    encoder_attention_heads=20,
+    decoder_attention_heads=20,
+    encoder_ffn_dim=5120,
+    decoder_ffn_dim=5120,
+    max_target_positions=448,
+)
+WAVLM_BASE_PLUS_SV = dict(
+    hidden_size=768,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    intermediate_size=3072,
+    conv_dim=(512,) * 7,
+    num_conv_pos_embeddings=128,
+    num_conv_pos_embedding_groups=16,
+    tdnn_dim=(512, 512, 512, 512, 1500),
+    xvector_output_dim=512,
+    num_buckets=320,
+    max_bucket_distance=800,
+)
+
+
+def write_tiny_asr(out_dir: str | os.PathLike, seed: int = 0, **sizes) -> Path:
     """A random 1-layer Whisper in the real layout: config.json, model.safetensors, generation_config.json,
-    preprocessor_config.json and a byte-level tokenizer (vocab.json, merges.txt, tokenizer files)."""
+    preprocessor_config.json and a byte-level tokenizer (vocab.json, merges.txt, tokenizer files).
+    `sizes` override the config (e.g. `LARGE_V3_TURBO`)."""
     import torch
     from transformers import (
         GenerationConfig,
@@ -249,8 +278,7 @@ def write_tiny_asr(out_dir: str | os.PathLike, seed: int = 0) -> Path:
         additional_special_tokens=specials[1:],
     )
     vocab_size = len(vocab) + len(specials)
-    config = WhisperConfig(
-        vocab_size=vocab_size,
+    shape = dict(
         num_mel_bins=80,
         d_model=32,
         encoder_layers=1,
@@ -259,8 +287,13 @@ def write_tiny_asr(out_dir: str | os.PathLike, seed: int = 0) -> Path:
         decoder_attention_heads=2,
         encoder_ffn_dim=64,
         decoder_ffn_dim=64,
-        max_source_positions=1500,
         max_target_positions=160,
+    )
+    shape.update(sizes)
+    config = WhisperConfig(
+        vocab_size=vocab_size,
+        max_source_positions=1500,
+        **shape,
         pad_token_id=ids["<|endoftext|>"],
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=ids["<|endoftext|>"],
@@ -281,16 +314,17 @@ def write_tiny_asr(out_dir: str | os.PathLike, seed: int = 0) -> Path:
         lang_to_id={f"<|{lang}|>": ids[f"<|{lang}|>"] for lang in TINY_LANGUAGES},
         task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]},
     )
-    processor = WhisperProcessor(WhisperFeatureExtractor(feature_size=80), tokenizer)
+    processor = WhisperProcessor(WhisperFeatureExtractor(feature_size=shape["num_mel_bins"]), tokenizer)
     # write everything into a staging folder, then move the files in (each by an atomic rename)
     model.save_pretrained(staging)
     processor.save_pretrained(staging)
     return _commit_staging(staging, out)
 
 
-def write_tiny_speaker_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
+def write_tiny_speaker_model(out_dir: str | os.PathLike, seed: int = 0, **sizes) -> Path:
     """A random 1-layer WavLM x-vector model in the real layout: config.json, model.safetensors and
-    preprocessor_config.json (a Wav2Vec2 feature extractor, as the real checkpoints have)."""
+    preprocessor_config.json (a Wav2Vec2 feature extractor, as the real checkpoints have).
+    `sizes` override the config (e.g. `WAVLM_BASE_PLUS_SV`)."""
     import torch
     from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMForXVector
 
@@ -298,7 +332,7 @@ def write_tiny_speaker_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     staging = out / ".tmp-speaker"
     staging.mkdir(exist_ok=True)
-    config = WavLMConfig(
+    shape = dict(
         hidden_size=32,
         num_hidden_layers=1,
         num_attention_heads=2,
@@ -311,6 +345,8 @@ def write_tiny_speaker_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
         num_buckets=32,
         max_bucket_distance=100,
     )
+    shape.update(sizes)
+    config = WavLMConfig(**shape)
     torch.manual_seed(seed)
     WavLMForXVector(config).eval().save_pretrained(staging)
     Wav2Vec2FeatureExtractor(
