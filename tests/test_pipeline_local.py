@@ -160,3 +160,18 @@ def test_data_steps_outputs(local_run):
     groups = list(read_protos(run_dir / "build-dataset" / "protos"))
     assert sorted(g.name for g in groups) == ["anna", "ben"]
     assert sum(len(g.sentences) for g in groups) == 16
+
+
+@pytest.mark.slow
+def test_checkpoint_auto_merges_evaluates_choice(local_run):
+    summary = local_run["summary"]
+    run_dir = Path(summary["run_dir"])
+    (executor,) = run_dir.rglob("evaluate/executor_output.json")
+    params = json.loads(executor.read_text())["parameterValues"]
+    assert params["checkpoint"].startswith("step_") and params["publish"] in ("true", "false")
+    info = json.loads(Path(summary["merged_model"], "merge_info.json").read_text())
+    assert Path(info["lora_weight"]).name == params["checkpoint"] + ".ckpt"
+    page = Path(summary["evaluation_report"]).read_text()
+    assert "Checkpoint evaluation" in page and page.count("<audio") >= 4
+    scored = next(m for task, m in summary["metrics"].items() if task.endswith("evaluate"))
+    assert scored["publish"] == 1  # the local run's publish_policy is "always"
