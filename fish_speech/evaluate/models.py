@@ -145,7 +145,8 @@ class ASRModel:
             features = self.processor.feature_extractor(
                 batch, sampling_rate=MODEL_SAMPLE_RATE, return_tensors="pt"
             ).input_features.to(self.device, self.dtype)
-            kwargs = {"task": "transcribe", "max_new_tokens": 128}
+            # up to the decoder's whole context (448 for Whisper): 30 s of Chinese can need 300 tokens
+            kwargs = {"task": "transcribe", "max_length": self.model.config.max_target_positions}
             if self.language:
                 kwargs["language"] = self.language
             with torch.inference_mode():
