@@ -203,6 +203,7 @@ def test_a_candidate_that_stops_at_once_is_a_failure(run, tmp_path, monkeypatch)
         ({"asr": "/nonexistent/asr"}, "ASR model /nonexistent/asr"),
         ({"checkpoints": "step_7"}, "no checkpoint for step 7"),
         ({"sentences": 0}, "must be positive"),
+        ({"temperature": 5}, "--temperature must be in"),
     ],
 )
 def test_bad_input_is_one_line(run, tmp_path, capsys, change, message):
@@ -229,6 +230,8 @@ def test_bad_input_is_one_line(run, tmp_path, capsys, change, message):
         change.get("checkpoints", "last"),
         "--sentences",
         str(change.get("sentences", 2)),
+        "--temperature",
+        str(change.get("temperature", 0.8)),
     ]
     assert cli_main(args) == 2
     err = capsys.readouterr().err.strip()

@@ -153,6 +153,12 @@ def evaluate(opts: EvalOptions) -> dict[str, Any]:
     train_output = Path(opts.train_output)
     if opts.sentences <= 0 or opts.batch_size <= 0:
         raise UserError("--sentences and --batch-size must be positive")
+    if opts.similarity_margin < 0 or opts.cer_margin < 0:
+        raise UserError("--similarity-margin and --cer-margin must be >= 0")
+    # bad sampling settings fail now, not after the models are loaded
+    SamplingSettings(
+        opts.temperature, opts.top_p, opts.repetition_penalty, opts.max_new_tokens or 0
+    ).validate()
     base = check_dir(opts.base_weight)
     if not (base / CODEC_FILE).is_file():
         raise UserError(f"{base}: no {CODEC_FILE} (the codec decodes the generated codes)")
