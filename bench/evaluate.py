@@ -26,16 +26,15 @@ from common import REPO, Row, report
 def _setup(root: Path, gpu: bool = False) -> dict:
     import numpy as np
 
+    from fish_speech.base_model.tiny import write_tiny_checkpoint
     from fish_speech.dataset.build_dataset import build_dataset
     from fish_speech.text2semantic.train import train
-    from fish_speech.tiny import write_tiny_checkpoint
 
     models = root / "models"
     if gpu:
-        from fish_speech.codec.checkpoint import write_random_codec
+        from fish_speech.base_model.tiny import write_random_codec, write_random_t2s
         from fish_speech.codec.model import CodecConfig
         from fish_speech.evaluate import models as m
-        from fish_speech.text2semantic.checkpoint import write_random_t2s
         from fish_speech.text2semantic.model import ModelConfig
 
         base = write_random_t2s(root / "base", ModelConfig.s1_mini())

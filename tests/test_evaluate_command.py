@@ -8,11 +8,11 @@ import pytest
 import soundfile as sf
 import torch
 
+from fish_speech.base_model.tiny import write_tiny_checkpoint
 from fish_speech.cli import main as cli_main
 from fish_speech.dataset.build_dataset import build_dataset
 from fish_speech.evaluate.run import EvalOptions, evaluate, publish_decision
 from fish_speech.text2semantic.train import train
-from fish_speech.tiny import write_tiny_checkpoint
 
 
 @pytest.fixture(autouse=True, scope="module")

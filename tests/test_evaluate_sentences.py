@@ -5,13 +5,13 @@ import shutil
 import numpy as np
 import pytest
 
+from fish_speech.base_model.tiny import write_tiny_checkpoint
 from fish_speech.dataset.build_dataset import build_dataset
 from fish_speech.dataset.protos import read_protos
 from fish_speech.errors import UserError
 from fish_speech.evaluate.sentences import select_sentences
 from fish_speech.text2semantic.checkpoint import load_config, load_tokenizer
 from fish_speech.text2semantic.training.data import check_sentences, split_validation
-from fish_speech.tiny import write_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

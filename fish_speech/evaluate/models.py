@@ -76,7 +76,7 @@ def fetch_model(source: str, cache_dir: str | os.PathLike, kind: str, seed: int 
         write_manifest(out, build_manifest(out))
         write_state(out, {"source": ident})
         return out
-    from fish_speech.commands.fetch_weights import fetch_weights
+    from fish_speech.base_model.fetch import fetch_weights
 
     out = Path(cache_dir) / _slug(source)
     try:

@@ -141,8 +141,9 @@ def evaluate(opts: EvalOptions) -> dict[str, Any]:
     from fish_speech.evaluate.models import ASRModel, SpeakerModel, fetch_model
     from fish_speech.evaluate.report import write_outputs
     from fish_speech.evaluate.sentences import read_train_summary, select_sentences
+    from fish_speech.layout import CODEC_FILE
     from fish_speech.synthesis import apply_lora, load_voice, synthesize
-    from fish_speech.text2semantic.checkpoint import CODEC_FILE, check_dir, load_config, load_tokenizer
+    from fish_speech.text2semantic.checkpoint import check_dir, load_config, load_tokenizer
     from fish_speech.text2semantic.generate import SamplingSettings
     from fish_speech.text2semantic.lora import resolve_lora_spec
     from fish_speech.text2semantic.prompt import Reference
@@ -176,7 +177,7 @@ def evaluate(opts: EvalOptions) -> dict[str, Any]:
             log.info("%s: this evaluation is already done (same inputs); nothing to do", done)
             return previous
 
-    from fish_speech.codec.extract_vq import resolve_device
+    from fish_speech.devices import resolve_device
 
     device = str(resolve_device(opts.device))
     cache = Path(opts.model_cache or Path.home() / ".cache" / "fish-speech" / "eval-models")

@@ -105,7 +105,7 @@ def _usable_groups(
     code_roots: Sequence[Path] = (),
 ):
     """Per speaker: the clips train kept, in order, as (TextData, [ClipRef]) (same checks as train)."""
-    from fish_speech.dataset.build_dataset import discover, load_codes
+    from fish_speech.dataset.build_dataset import discover, try_read_codes
     from fish_speech.dataset.protos import Semantics, Sentence, TextData
     from fish_speech.text2semantic.training.data import check_sentences
 
@@ -115,7 +115,7 @@ def _usable_groups(
     for group in groups:
         sentences, clips = [], []
         for clip in group.clips:
-            codes = load_codes(clip.codes, num_codebooks)
+            codes = try_read_codes(clip.codes, num_codebooks)
             if isinstance(codes, str):
                 continue
             sentences.append(
