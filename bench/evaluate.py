@@ -53,19 +53,28 @@ def _setup(root: Path, gpu: bool = False) -> dict:
         root / "protos",
         base,
         root / "train",
-        max_steps=4,
-        save_every=2,
+        max_steps=5 if gpu else 4,  # checkpoints: 5 (GPU) or 2 (CPU), plus the base model
+        save_every=1 if gpu else 2,
+        keep_last=0,
         batch_size=2,
         max_length=512,
         num_workers=0,
         log_every=1,
         learning_rate=1e-3,
-        val_fraction=0.5,  # 4 held out per speaker: 8
+        val_fraction=0.5,  # 4 held out per speaker: 8 sentences
     )
-    return {"base": base, "data": data, "train": root / "train", "models": root / "models"}
+    return {
+        "base": base,
+        "data": data,
+        "train": root / "train",
+        "models": models,
+        "asr": str(models / "asr") if gpu else "tiny",
+        "speaker": str(models / "speaker") if gpu else "tiny",
+        "device": "cuda" if gpu else "cpu",
+    }
 
 
-def _evaluate(s: dict, out: Path, batch_size: int, max_new: int) -> tuple[float, dict]:
+def _evaluate(s: dict, out: Path, batch_size: int, max_new: int | None) -> tuple[float, dict]:
     from fish_speech.evaluate.run import EvalOptions, evaluate
 
     t = time.perf_counter()
@@ -77,10 +86,10 @@ def _evaluate(s: dict, out: Path, batch_size: int, max_new: int) -> tuple[float,
             output=str(out),
             checkpoints="all",
             sentences=8,
-            asr="tiny",
-            speaker_model="tiny",
+            asr=s["asr"],
+            speaker_model=s["speaker"],
             model_cache=str(s["models"]),
-            device="cpu",
+            device=s["device"],
             batch_size=batch_size,
             max_new_tokens=max_new,
             overwrite=True,
@@ -124,6 +133,10 @@ def _synthesize_only(s: dict, result: dict, batch_size: int, max_new: int) -> fl
                 batch_size=batch_size,
                 max_chars=0,
             )
+    if voice.device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
     return time.perf_counter() - t
 
 
