@@ -4,7 +4,7 @@
 # LoRA training tokens/s and MFU in bf16 vs upstream's bf16-true batch-4 settings, and full fine-tuning
 # (--mode full, fp32 master weights, bf16-mixed) vs LoRA at batch 4, then synthesis
 # frames/s in bf16 at batch 1 with and without --compile (CUDA graphs) and at batch 16, then evaluate
-# (6 candidates x 8 sentences with full-size random models) vs synthesis alone (the last two add ~12 min).
+# (6 candidates x 8 sentences with full-size random models) vs synthesis alone (their timeouts allow 5 and 7 more minutes).
 # Writes bench/results/gpu_extract_vq.json, gpu_train.json, gpu_synthesize.json and gpu_evaluate.json
 # (and copies them to $OUT if set).
 #   PYTHON=python3 bash bench/gpu.sh
