@@ -188,14 +188,19 @@ def build_pipeline(retries: bool = True, merge_on_gpu: bool = False):
             learning_rate: AdamW learning rate.
             val_fraction: Share of each speaker's clips held out for validation (0: none).
             save_every: Checkpoint (and validate) every N steps.
-            checkpoint: What merge-lora merges: best, last, earliest, step_N or a checkpoint file name.
+            checkpoint: What merge-lora merges: auto (evaluate's choice), best, last, earliest, step_N or a checkpoint file name.
+            eval_checkpoints: Checkpoints evaluate scores besides the base model: earliest,best,last, all, or step_N,...
+            eval_sentences: Held-out sentences evaluate synthesizes and scores per candidate.
+            asr_model: Whisper model of evaluate's CER/WER (hf://, gs://, s3://, a PVC path, or tiny).
+            speaker_model: WavLM x-vector model of evaluate's speaker similarity (hf://, gs://, s3://, a PVC path, or tiny).
+            publish_policy: if_better (publish only when the merged checkpoint beats the base model) or always.
             max_clip_seconds: Clips longer than this are skipped (0: no limit; 190 is the longest the codec accepts).
             loudness: Loudness target of normalize, LUFS (BS.1770-4).
             peak: Peak target of normalize before the loudness gain, dBFS.
             num_vq_shards: Parallel extract-vq tasks (one GPU pod each).
             vq_batch_size: Clips per extract-vq batch.
             vq_precision: float32 (upstream's codes) or bfloat16 (faster; may change codes).
-            accelerator_type: Accelerator of the GPU steps (extract-vq, lora-train, merge-lora).
+            accelerator_type: Accelerator of the GPU steps (extract-vq, lora-train, evaluate).
             accelerator_count: Accelerators per GPU step (more than 1: DDP training).
             gpu_node_selector: Node selector (JSON) that puts the GPU steps on the GPU pool.
             gpu_tolerations: Tolerations (JSON list) of the GPU steps for the GPU pool's taints.
@@ -206,6 +211,7 @@ def build_pipeline(retries: bool = True, merge_on_gpu: bool = False):
             train_nodes: GPU nodes for lora-train (1: one pod; more: a Kubeflow Trainer TrainJob of that many nodes with accelerator_count GPUs each; checkpoint_root must be on a ReadWriteMany workspace PVC).
             trainer_runtime: The Kubeflow Trainer torch ClusterTrainingRuntime the TrainJob uses (train_nodes > 1).
             trainjob_timeout_hours: Fail lora-train when its TrainJob has not completed after this many hours (train_nodes > 1).
+            eval_model_cache: Where evaluate keeps the fetched ASR and speaker models (a PVC path).
         """
 
         def storage(task):  # a task that reads or writes a bucket or the workspace volume
