@@ -65,7 +65,7 @@ bench: $(STAMP)
 	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 bench-gpu: $(STAMP)
-	PYTHON=$(PY) bash bench/gpu.sh
+	PYTHON=$(PY) bash bench/gpu.sh $(BENCH_ARGS)
 
 # Images (README > Kubeflow pipeline > Images). ENGINE: docker or podman (default: whichever answers);
 # IMAGES: cpu, gpu or all; BUILD_ARGS: e.g. '--build-arg BASE_IMAGE=... --build-arg PIP_INDEX_URL=...'.
