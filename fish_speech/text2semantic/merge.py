@@ -72,7 +72,7 @@ def merge_lora(
     `dtype`: `base` (the dtype of the base `model.pth`), `float32` or `bfloat16`. A rerun with the same
     inputs finds `merge_info.json` and does nothing.
     """
-    from fish_speech.layout import CODEC_FILE, CONFIG_FILE, MODEL_FILE
+    from fish_speech.layout import CONFIG_FILE, MODEL_FILE
     from fish_speech.text2semantic.checkpoint import (
         REQUIRED_FILES,
         check_dir,
@@ -80,7 +80,6 @@ def merge_lora(
         load_config,
         load_tokenizer,
         read_state_dict,
-        save_state_dict,
     )
     from fish_speech.text2semantic.lora import merge_lora_weights, read_lora_checkpoint, resolve_lora_spec
 
@@ -113,20 +112,7 @@ def merge_lora(
     out_dtype = _output_dtype(dtype, state)
     merged = merge_lora_weights(state, lora, spec, dtype=out_dtype, source=str(lora_path))
 
-    out.mkdir(parents=True, exist_ok=True)
-    info_path.unlink(missing_ok=True)  # an interrupted rewrite must not look finished
-    save_state_dict(out / MODEL_FILE, merged)
-    for name in REQUIRED_FILES:
-        if name != MODEL_FILE:
-            with atomic_path(out / name) as tmp:
-                shutil.copyfile(base / name, tmp)
-    if (base / CODEC_FILE).is_file():
-        link_or_copy(base / CODEC_FILE, out / CODEC_FILE)  # codec.pth is large: no second copy
-    else:
-        log.warning("%s: no %s to carry over; the merged folder lacks the codec", base, CODEC_FILE)
-
-    # the output must load back strictly under its own config.json
-    check_state_dict(read_state_dict(out / MODEL_FILE), load_config(out), out / MODEL_FILE)
+    _write_model_folder(out, info_path, base, merged)
     adapted = len(lora) // 2
     fingerprint.update(
         {
@@ -170,14 +156,13 @@ def export_full_checkpoint(
     `dtype` as in `merge_lora` (`base`: the base file's, bf16 for the released model). The result loads
     strictly under its own `config.json`; a rerun with the same inputs does nothing.
     """
-    from fish_speech.layout import CODEC_FILE, CONFIG_FILE, MODEL_FILE
+    from fish_speech.layout import CONFIG_FILE, MODEL_FILE
     from fish_speech.text2semantic.checkpoint import (
         REQUIRED_FILES,
         check_dir,
         check_state_dict,
         load_config,
         read_state_dict,
-        save_state_dict,
     )
 
     base = check_dir(base_weight)
@@ -204,8 +189,30 @@ def export_full_checkpoint(
     out_dtype = _output_dtype(dtype, read_state_dict(base / MODEL_FILE))
     state = {k: v.to(out_dtype) if v.is_floating_point() else v for k, v in state.items()}
 
+    _write_model_folder(out, info_path, base, state)
+    fingerprint.update({"output_dtype": str(out_dtype).removeprefix("torch."), "config": CONFIG_FILE})
+    atomic_write_text(info_path, json.dumps(fingerprint, indent=2) + "\n")
+    log.info("wrote the fine-tuned model %s from %s (%s)", out, ckpt.name, out_dtype)
+    return out
+
+
+def _write_model_folder(out: Path, info_path: Path, base: Path, state: dict[str, torch.Tensor]) -> None:
+    """Write `state` with the base folder's other files (codec.pth linked) and check it loads back strictly.
+
+    The fingerprint file `info_path` is removed first and written by the caller last, so an interrupted
+    rewrite never looks finished.
+    """
+    from fish_speech.layout import CODEC_FILE, MODEL_FILE
+    from fish_speech.text2semantic.checkpoint import (
+        REQUIRED_FILES,
+        check_state_dict,
+        load_config,
+        read_state_dict,
+        save_state_dict,
+    )
+
     out.mkdir(parents=True, exist_ok=True)
-    info_path.unlink(missing_ok=True)  # an interrupted rewrite must not look finished
+    info_path.unlink(missing_ok=True)
     save_state_dict(out / MODEL_FILE, state)
     for name in REQUIRED_FILES:
         if name != MODEL_FILE:
@@ -214,12 +221,9 @@ def export_full_checkpoint(
     if (base / CODEC_FILE).is_file():
         link_or_copy(base / CODEC_FILE, out / CODEC_FILE)  # codec.pth is large: no second copy
     else:
-        log.warning("%s: no %s to carry over; the model folder lacks the codec", base, CODEC_FILE)
+        log.warning("%s: no %s to carry over; the output folder lacks the codec", base, CODEC_FILE)
+    # the output must load back strictly under its own config.json
     check_state_dict(read_state_dict(out / MODEL_FILE), load_config(out), out / MODEL_FILE)
-    fingerprint.update({"output_dtype": str(out_dtype).removeprefix("torch."), "config": CONFIG_FILE})
-    atomic_write_text(info_path, json.dumps(fingerprint, indent=2) + "\n")
-    log.info("wrote the fine-tuned model %s from %s (%s)", out, ckpt.name, out_dtype)
-    return out
 
 
 def _output_dtype(dtype: str, state: dict[str, torch.Tensor]) -> torch.dtype:
