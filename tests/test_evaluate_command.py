@@ -6,7 +6,6 @@ import shutil
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from fish_speech.base_model.tiny import write_tiny_checkpoint
 from fish_speech.cli import main as cli_main
@@ -14,13 +13,7 @@ from fish_speech.dataset.build_dataset import build_dataset
 from fish_speech.evaluate.run import EvalOptions, evaluate, publish_decision
 from fish_speech.text2semantic.train import train
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from fish_speech.steps.common import StepError, log_metrics, run_command
 from fish_speech.steps.train import checkpoint_key, lora_train_step
@@ -20,12 +19,7 @@ FAST = dict(batch_size=2, max_length=160, num_workers=0, log_every=1, learning_r
 INPUTS = {"protos": "uri://protos", "base_model": "uri://base", "content_hash": "abc"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_checkpoint_key_covers_every_training_setting():

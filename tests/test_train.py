@@ -34,13 +34,7 @@ DEMO_PROTOS = DATA / "lora" / "demo-voice.protos"  # the demo voice: 10 codebook
 FAST = dict(batch_size=2, max_length=160, num_workers=0, log_every=1, learning_rate=1e-3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine threads thrash."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _lora(path: Path) -> dict[str, torch.Tensor]:

@@ -26,12 +26,7 @@ PROTOS = DATA / "protos" / "00000000.protos"
 COMMON = dict(max_length=160, num_workers=0, log_every=1, learning_rate=1e-3, lora_dropout=0.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _lora(path: Path) -> dict[str, torch.Tensor]:

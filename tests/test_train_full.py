@@ -25,12 +25,7 @@ DEMO_PROTOS = DATA / "lora" / "demo-voice.protos"
 FAST = dict(batch_size=2, max_length=160, num_workers=0, log_every=1, learning_rate=1e-3, mode="full")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _state(path: Path) -> dict[str, torch.Tensor]:
