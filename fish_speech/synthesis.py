@@ -37,6 +37,7 @@ from fish_speech.text2semantic.generate import (
     generate,
     seeded_generators,
 )
+from fish_speech.text2semantic.options import DEFAULT_LORA_CONFIG
 from fish_speech.text2semantic.prompt import Reference, encode_prompt, load_references
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ def load_voice(checkpoint: str | os.PathLike, device: str = "auto", precision: s
 def apply_lora(
     voice: Voice,
     lora: str | os.PathLike,
-    lora_config: str = "r_8_alpha_16",
+    lora_config: str = DEFAULT_LORA_CONFIG,
     train_output: str | os.PathLike | None = None,
 ) -> Path:
     """Load the voice's base weights with a LoRA checkpoint folded in, in memory (no merged folder).

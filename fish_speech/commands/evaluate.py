@@ -13,6 +13,9 @@ HELP = (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from fish_speech.evaluate.choice import DEFAULT_CER_MARGIN, DEFAULT_SIMILARITY_MARGIN
     from fish_speech.evaluate.models import DEFAULT_ASR, DEFAULT_SPEAKER_MODEL
+    from fish_speech.text2semantic.options import SamplingSettings
+
+    sampling = SamplingSettings()
 
     p.add_argument(
         "--base-weight", required=True, metavar="DIR", help="base checkpoint folder (with codec.pth)"
@@ -61,9 +64,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:N]")
     p.add_argument("--batch-size", type=int, default=8, help="sentences generated at once (default 8)")
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-p", type=float, default=0.8)
-    p.add_argument("--repetition-penalty", type=float, default=1.1)
+    p.add_argument("--temperature", type=float, default=sampling.temperature)
+    p.add_argument("--top-p", type=float, default=sampling.top_p)
+    p.add_argument("--repetition-penalty", type=float, default=sampling.repetition_penalty)
     p.add_argument(
         "--max-new-tokens",
         type=int,

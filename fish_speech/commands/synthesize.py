@@ -10,6 +10,9 @@ from pathlib import Path
 
 from fish_speech.errors import UserError
 from fish_speech.layout import CODEC_FILE
+from fish_speech.text2semantic.options import DEFAULT_LORA_CONFIG, SamplingSettings
+
+SAMPLING = SamplingSettings()  # upstream's CLI/API defaults, declared once
 
 HELP = (
     "synthesize speech from text with a checkpoint folder (optionally a LoRA checkpoint and reference clips)"
@@ -54,17 +57,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--train-output", metavar="RUN", help="the folder `fish-speech train` wrote (for --lora selectors)"
     )
     parser.add_argument(
-        "--lora-config", default="r_8_alpha_16", help="LoRA config of --lora (default r_8_alpha_16)"
+        "--lora-config",
+        default=DEFAULT_LORA_CONFIG,
+        help=f"LoRA config of --lora (default {DEFAULT_LORA_CONFIG})",
     )
     parser.add_argument("--seed", type=int, default=42, help="random seed of every utterance (default 42)")
-    parser.add_argument("--temperature", type=float, default=0.8, help="default 0.8")
-    parser.add_argument("--top-p", type=float, default=0.8, help="default 0.8")
-    parser.add_argument("--repetition-penalty", type=float, default=1.1, help="default 1.1")
+    parser.add_argument(
+        "--temperature", type=float, default=SAMPLING.temperature, help=f"default {SAMPLING.temperature}"
+    )
+    parser.add_argument("--top-p", type=float, default=SAMPLING.top_p, help=f"default {SAMPLING.top_p}")
+    parser.add_argument(
+        "--repetition-penalty",
+        type=float,
+        default=SAMPLING.repetition_penalty,
+        help=f"default {SAMPLING.repetition_penalty}",
+    )
     parser.add_argument(
         "--max-new-tokens",
         type=int,
-        default=1024,
-        help="frames per piece, 0 = up to the context (default 1024)",
+        default=SAMPLING.max_new_tokens,
+        help=f"frames per piece, 0 = up to the context (default {SAMPLING.max_new_tokens})",
     )
     parser.add_argument(
         "--batch-size", type=int, default=1, help="utterances (pieces) generated together (default 1)"

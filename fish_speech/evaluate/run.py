@@ -34,6 +34,7 @@ from fish_speech.evaluate.choice import (
 )
 from fish_speech.evaluate.models import DEFAULT_ASR, DEFAULT_SPEAKER_MODEL
 from fish_speech.evaluate.report import REAL
+from fish_speech.text2semantic.options import DEFAULT_LORA_CONFIG, SamplingSettings
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,9 @@ class EvalOptions:
     seed: int = 42
     device: str = "auto"
     batch_size: int = 8
-    temperature: float = 0.8
-    top_p: float = 0.8
-    repetition_penalty: float = 1.1
+    temperature: float = SamplingSettings.temperature
+    top_p: float = SamplingSettings.top_p
+    repetition_penalty: float = SamplingSettings.repetition_penalty
     max_new_tokens: int | None = None  # None: 2 × the longest real sentence + 64 frames, at most 1024
     similarity_margin: float = DEFAULT_SIMILARITY_MARGIN
     cer_margin: float = DEFAULT_CER_MARGIN
@@ -144,7 +145,6 @@ def evaluate(opts: EvalOptions) -> dict[str, Any]:
     from fish_speech.layout import CODEC_FILE
     from fish_speech.synthesis import apply_lora, load_voice, synthesize
     from fish_speech.text2semantic.checkpoint import check_dir, load_config, load_tokenizer
-    from fish_speech.text2semantic.generate import SamplingSettings
     from fish_speech.text2semantic.lora import resolve_lora_spec
     from fish_speech.text2semantic.prompt import Reference
 
@@ -239,7 +239,7 @@ def evaluate(opts: EvalOptions) -> dict[str, Any]:
 
     # ---- generation ----
     voice = load_voice(base, device=device)
-    lora_config = opts.lora_config or train_opts.get("lora_config", "r_8_alpha_16")
+    lora_config = opts.lora_config or train_opts.get("lora_config", DEFAULT_LORA_CONFIG)
     spec = resolve_lora_spec(
         lora_config,
         None if opts.lora_config else train_opts.get("lora_r"),

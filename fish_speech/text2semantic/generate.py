@@ -49,6 +49,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from fish_speech.errors import UserError
 from fish_speech.text2semantic.model import DualARTransformer
+from fish_speech.text2semantic.options import SamplingSettings
 
 log = logging.getLogger(__name__)
 
@@ -58,30 +59,6 @@ PENALTY_WINDOW = 16
 RESIDUAL_CODEBOOK_SIZE = 1024
 # generate_long keeps 2048 positions free for the output: prompts may be at most max_seq_len - 2048.
 OUTPUT_RESERVE = 2048
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    """Sampling knobs (defaults: upstream's CLI/API) and the quirk switch."""
-
-    temperature: float = 0.8
-    top_p: float = 0.8
-    repetition_penalty: float = 1.1
-    max_new_tokens: int = 1024  # 0 = up to max_seq_len (upstream's CLI default)
-    upstream_quirks: bool = True
-
-    def validate(self) -> None:
-        """UserError for values upstream's `generate_long` rejects (and for negative max_new_tokens)."""
-        if not 0 < self.top_p <= 1:
-            raise UserError(f"--top-p must be in (0, 1], got {self.top_p}")
-        if not 0 < self.repetition_penalty < 2:
-            raise UserError(f"--repetition-penalty must be in (0, 2), got {self.repetition_penalty}")
-        if not 0 < self.temperature < 2:
-            raise UserError(f"--temperature must be in (0, 2), got {self.temperature}")
-        if self.max_new_tokens < 0:
-            raise UserError(
-                f"--max-new-tokens must be >= 0 (0 = up to the context), got {self.max_new_tokens}"
-            )
 
 
 @dataclass

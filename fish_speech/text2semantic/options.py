@@ -127,3 +127,28 @@ class TrainOptions:
             raise UserError(
                 f"--precision {self.precision!r}: use auto, 32, bf16-mixed, bf16-true or 16-mixed"
             )
+
+
+# Synthesis: here (no torch) so that `fish-speech synthesize` and `evaluate` build their flags from it at start-up.
+@dataclass(frozen=True)
+class SamplingSettings:
+    """Sampling knobs (defaults: upstream's CLI/API) and the quirk switch."""
+
+    temperature: float = 0.8
+    top_p: float = 0.8
+    repetition_penalty: float = 1.1
+    max_new_tokens: int = 1024  # 0 = up to max_seq_len (upstream's CLI default)
+    upstream_quirks: bool = True
+
+    def validate(self) -> None:
+        """UserError for values upstream's `generate_long` rejects (and for negative max_new_tokens)."""
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if not 0 < self.repetition_penalty < 2:
+            raise UserError(f"--repetition-penalty must be in (0, 2), got {self.repetition_penalty}")
+        if not 0 < self.temperature < 2:
+            raise UserError(f"--temperature must be in (0, 2), got {self.temperature}")
+        if self.max_new_tokens < 0:
+            raise UserError(
+                f"--max-new-tokens must be >= 0 (0 = up to the context), got {self.max_new_tokens}"
+            )
